@@ -1,0 +1,1 @@
+"""SyncLipMAE in JAX/Flax: synchronisation-aware talking-face representation pretraining."""

@@ -1,0 +1,239 @@
+"""Pretraining objectives of SyncLipMAE (paper section 3.3).
+
+Three terms, all pure `jax.numpy` with static shapes so they can be jitted and vmapped:
+
+- `reconstruction_mse`: the pixel-space reconstruction loss of the video-driven and
+  audio-driven decoding passes ("Pixel-Space Reconstruction (MSE)").
+- `multi_positive_infonce` (with `contrastive_positives`): the symmetric CLIP-style
+  "Audio-Vocal Contrastive Alignment" with a positive set per anchor (aligned frame,
+  temporal neighbours within delta, and frames whose frozen audio features are similar).
+- `cross_covariance_penalty`: the "Cross-Covariance Decorrelation" between the
+  factor-specific prompt tokens (identity, vocal motion, ambient motion).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+NORM_PIX_EPS = 1e-6
+L2_EPS = 1e-12
+STD_EPS = 1e-6
+
+
+def _l2_normalize(x: jnp.ndarray, axis: int = -1) -> jnp.ndarray:
+  """Scales `x` to unit L2 norm along `axis` (zero vectors stay zero)."""
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), L2_EPS))
+
+
+def reconstruction_mse(
+    pred: jnp.ndarray,
+    target: jnp.ndarray,
+    weight: jnp.ndarray,
+    *,
+    norm_pix: bool,
+) -> jnp.ndarray:
+  """Per-frame pixel reconstruction loss L_rec of one decoding pass (paper 3.3).
+
+  Args:
+    pred: [..., N, P] predicted pixels of the N patches (P values per patch).
+    target: [..., N, P] true patch pixels, same shape as `pred`.
+    weight: [..., N] patch weights; 1 = the patch is counted (e.g. the masked patches of
+      bypass 1), 0 = ignored. All ones scores every patch.
+    norm_pix: normalise each target patch to zero mean and unit variance first,
+      (t - mean) / sqrt(var + 1e-6), as MAE's `norm_pix_loss` (which uses the unbiased
+      variance over the P values of the patch; P must then be >= 2).
+
+  Returns:
+    Scalar sum_n(w_n * mean_p (pred - target)^2) / max(sum_n w_n, 1).
+
+  Raises:
+    ValueError: on mismatched shapes, or P < 2 with `norm_pix`.
+  """
+  if pred.shape != target.shape:
+    raise ValueError(f"pred shape {pred.shape} != target shape {target.shape}")
+  if pred.ndim < 2 or weight.shape != pred.shape[:-1]:
+    raise ValueError(
+        f"weight shape {weight.shape} must equal pred.shape[:-1] = {pred.shape[:-1]}")
+  if norm_pix:
+    if target.shape[-1] < 2:
+      raise ValueError(f"norm_pix needs >= 2 values per patch, got P = {target.shape[-1]}")
+    mean = jnp.mean(target, axis=-1, keepdims=True)
+    var = jnp.var(target, axis=-1, keepdims=True, ddof=1)
+    target = (target - mean) / jnp.sqrt(var + NORM_PIX_EPS)
+  per_patch = jnp.mean(jnp.square(pred - target), axis=-1)
+  weight = weight.astype(per_patch.dtype)
+  return jnp.sum(weight * per_patch) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+def contrastive_positives(
+    clip_index: jnp.ndarray,
+    frame_index: jnp.ndarray,
+    audio_features: jnp.ndarray,
+    *,
+    neighbor_delta: int,
+    similarity_threshold: float | None,
+) -> jnp.ndarray:
+  """Positive set P_i of the multi-positive InfoNCE for M candidates (paper 3.3).
+
+  Candidate j is a positive of anchor i when it is the aligned index or a temporal
+  neighbour (same clip and |t_i - t_j| <= delta), or when the audio self-similarity
+  exceeds the threshold: cosine similarity of the frozen audio features, centred over the
+  M candidates (and under stop-gradient), > `similarity_threshold`. The diagonal is always
+  positive, so every anchor has at least one positive. The relation is symmetric.
+
+  Args:
+    clip_index: [M] int, the clip of each candidate.
+    frame_index: [M] int, the frame (time step) of each candidate within its clip.
+    audio_features: [M, F] frozen audio features (e.g. the pooled speech-encoder states).
+    neighbor_delta: temporal neighbourhood delta >= 0 (0 = only the aligned frame).
+    similarity_threshold: cosine threshold in [-1, 1], or None to disable the expansion.
+
+  Returns:
+    bool [M, M], entry (i, j) True when j is a positive of anchor i.
+
+  Raises:
+    ValueError: on a negative delta or mismatched shapes.
+  """
+  if neighbor_delta < 0:
+    raise ValueError(f"neighbor_delta must be >= 0, got {neighbor_delta}")
+  m = clip_index.shape[0]
+  if clip_index.shape != (m,) or frame_index.shape != (m,):
+    raise ValueError(
+        f"clip_index {clip_index.shape} and frame_index {frame_index.shape} must both be [M]")
+  if audio_features.ndim != 2 or audio_features.shape[0] != m:
+    raise ValueError(f"audio_features shape {audio_features.shape} must be [M={m}, F]")
+  same_clip = clip_index[:, None] == clip_index[None, :]
+  near = jnp.abs(frame_index[:, None] - frame_index[None, :]) <= neighbor_delta
+  positives = (same_clip & near) | jnp.eye(m, dtype=bool)
+  if similarity_threshold is not None:
+    feats = jax.lax.stop_gradient(audio_features).astype(jnp.float32)
+    feats = _l2_normalize(feats - jnp.mean(feats, axis=0, keepdims=True))
+    positives = positives | (feats @ feats.T > similarity_threshold)
+  return positives
+
+
+def multi_positive_infonce(
+    audio_tokens: jnp.ndarray,
+    vocal_tokens: jnp.ndarray,
+    audio_features: jnp.ndarray,
+    *,
+    temperature: float | jnp.ndarray,
+    neighbor_delta: int,
+    similarity_threshold: float | None,
+) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+  """Symmetric multi-positive InfoNCE L_con between audio and vocal-motion tokens (3.3).
+
+  One contrastive group of G clips with T frames each: the M = G * T audio tokens a_i and
+  vocal-motion tokens v_j are L2-normalised and scored with logits_ij = a_i . v_j / tau.
+  With p_i(j) the softmax over the vocal candidates for audio anchor i and P_i its positive
+  set (`contrastive_positives`),
+
+    L_a2v(i) = -log sum_{j in P_i} p_i(j),
+
+  L_v2a is the same on logits^T with P^T, and L_con = (mean_i L_a2v + mean_i L_v2a) / 2.
+
+  Memory: the logits are (G*T) x (G*T) per group, so a global batch of B clips split into
+  B / G groups (the caller vmaps this function over groups) costs B * G * T^2 logits, not
+  (B * T)^2 as one batch-wide softmax would.
+
+  Args:
+    audio_tokens: [G, T, D] adapter outputs (one audio token per video frame).
+    vocal_tokens: [G, T, D] vocal-motion prompt tokens.
+    audio_features: [G, T, F] frozen audio features defining the similarity expansion of
+      the positive set (no gradient flows into them).
+    temperature: tau > 0 (a Python float, or a traced scalar such as a learned one).
+    neighbor_delta: same-clip temporal neighbours |t_i - t_j| <= delta are positives.
+    similarity_threshold: audio self-similarity threshold, or None.
+
+  Returns:
+    (loss, metrics): the scalar L_con and a dict with `contrastive_top1` (fraction of
+    anchors whose highest logit is a positive, both directions averaged) and
+    `num_positives` (mean |P_i|).
+
+  Raises:
+    ValueError: on mismatched shapes or a non-positive Python temperature.
+  """
+  if audio_tokens.ndim != 3 or audio_tokens.shape != vocal_tokens.shape:
+    raise ValueError(
+        f"audio_tokens {audio_tokens.shape} and vocal_tokens {vocal_tokens.shape} "
+        "must both be [G, T, D]")
+  if audio_features.ndim != 3 or audio_features.shape[:2] != audio_tokens.shape[:2]:
+    raise ValueError(
+        f"audio_features shape {audio_features.shape} must be [G, T, F] with "
+        f"[G, T] = {audio_tokens.shape[:2]}")
+  if isinstance(temperature, (int, float)) and temperature <= 0:
+    raise ValueError(f"temperature must be > 0, got {temperature}")
+  g, t, d = audio_tokens.shape
+  m = g * t
+  a = _l2_normalize(audio_tokens.reshape(m, d).astype(jnp.float32))
+  v = _l2_normalize(vocal_tokens.reshape(m, d).astype(jnp.float32))
+  positives = contrastive_positives(
+      jnp.repeat(jnp.arange(g), t),
+      jnp.tile(jnp.arange(t), g),
+      audio_features.reshape(m, -1),
+      neighbor_delta=neighbor_delta,
+      similarity_threshold=similarity_threshold)
+  logits = (a @ v.T) / temperature
+
+  def directional(lg: jnp.ndarray, pos: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    nll = jax.nn.logsumexp(lg, axis=1) - jax.nn.logsumexp(lg, axis=1, where=pos)
+    top1 = jnp.take_along_axis(pos, jnp.argmax(lg, axis=1)[:, None], axis=1)[:, 0]
+    return jnp.mean(nll), jnp.mean(top1.astype(jnp.float32))
+
+  loss_a2v, top1_a2v = directional(logits, positives)
+  loss_v2a, top1_v2a = directional(logits.T, positives.T)
+  metrics = {
+      "contrastive_top1": 0.5 * (top1_a2v + top1_v2a),
+      "num_positives": jnp.mean(jnp.sum(positives, axis=1).astype(jnp.float32)),
+  }
+  return 0.5 * (loss_a2v + loss_v2a), metrics
+
+
+def cross_covariance_penalty(tokens: Sequence[jnp.ndarray]) -> jnp.ndarray:
+  """Cross-covariance decorrelation L_dec between factor tokens (paper 3.3).
+
+  Each token set [N, D_k] (e.g. identity, vocal-motion and ambient-motion prompts of N
+  frames) is centred over N and divided by its per-dimension standard deviation,
+  Z = (x - mean) / sqrt(var + 1e-6). For every pair a < b the cross-correlation is
+  C_ab = Z_a^T Z_b / N ([D_a, D_b], entries are Pearson correlations), and
+
+    L_dec = mean over pairs of mean(C_ab ** 2).
+
+  Values (checked in tests): independent tokens give E[C_ij^2] = 1 / (N - 1), about
+  1 / N whatever D; tokens related by an orthogonal map (b = a, a permutation, a
+  rotation) of otherwise independent dimensions give about 1 / D (the squared entries of
+  an orthogonal D x D matrix sum to D); the maximum, 1, is reached when every dimension
+  of both tokens is one common signal. The penalty is invariant to scaling or shifting any
+  token dimension (up to the 1e-6 eps on the variance, negligible for per-dimension
+  standard deviations well above 1e-3), so it cannot be reduced by shrinking tokens.
+
+  Args:
+    tokens: at least two arrays [N, D_k] with the same N >= 2.
+
+  Returns:
+    The scalar penalty.
+
+  Raises:
+    ValueError: on fewer than two token sets, non-2-D arrays or differing N.
+  """
+  if len(tokens) < 2:
+    raise ValueError(f"need at least two token sets, got {len(tokens)}")
+  n = tokens[0].shape[0]
+  for k, x in enumerate(tokens):
+    if x.ndim != 2 or x.shape[0] != n:
+      raise ValueError(f"tokens[{k}] has shape {x.shape}, expected [N={n}, D]")
+  if n < 2:
+    raise ValueError(f"need N >= 2 rows to centre, got N = {n}")
+  z = []
+  for x in tokens:
+    x = x.astype(jnp.float32)
+    x = x - jnp.mean(x, axis=0, keepdims=True)
+    z.append(x * jax.lax.rsqrt(jnp.mean(x * x, axis=0, keepdims=True) + STD_EPS))
+  penalties = [
+      jnp.mean(jnp.square(z[i].T @ z[j] / n))
+      for i in range(len(z)) for j in range(i + 1, len(z))
+  ]
+  return jnp.mean(jnp.stack(penalties))
