@@ -1,0 +1,1 @@
+"""Flax linen models: ViT encoder with prompt tokens, MAE decoder, audio encoders."""
