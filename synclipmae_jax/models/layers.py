@@ -59,24 +59,27 @@ class Attention(nn.Module):
     if width % self.num_heads:
       raise ValueError(f"width {width} is not divisible by num_heads {self.num_heads}")
     head_dim = width // self.num_heads
+    in_init = nn.initializers.xavier_uniform(in_axis=0, out_axis=(1, 2))
 
-    def proj(name):
-      return nn.DenseGeneral(
-          (self.num_heads, head_dim), dtype=self.dtype, name=name,
-          kernel_init=nn.with_logical_partitioning(xavier, ("embed", "heads", "kv")),
-          bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")))
+    def proj(name, inputs):
+      kernel = self.param(f"{name}_kernel", nn.with_logical_partitioning(
+          in_init, ("embed", "heads", "kv")), (width, self.num_heads, head_dim))
+      bias = self.param(f"{name}_bias", nn.with_logical_partitioning(
+          nn.initializers.zeros, ("heads", "kv")), (self.num_heads, head_dim))
+      y = jnp.einsum("bld,dhk->blhk", inputs, kernel.astype(self.dtype)) + bias.astype(self.dtype)
+      return constrain(y, "batch", "length", "act_heads", None)
 
-    q = constrain(proj("query")(x), "batch", "length", "act_heads", None)
-    k = constrain(proj("key")(context), "batch", "length", "act_heads", None)
-    v = constrain(proj("value")(context), "batch", "length", "act_heads", None)
-    q = q * (head_dim ** -0.5)
+    q = proj("query", x) * (head_dim ** -0.5)
+    k, v = proj("key", context), proj("value", context)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
     weights = nn.softmax(logits, axis=-1).astype(self.dtype)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-    return nn.DenseGeneral(
-        width, axis=(-2, -1), dtype=self.dtype, name="out",
-        kernel_init=nn.with_logical_partitioning(xavier, ("heads", "kv", "embed")),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(out)
+    kernel = self.param("out_kernel", nn.with_logical_partitioning(
+        nn.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2), ("heads", "kv", "embed")),
+        (self.num_heads, head_dim, width))
+    bias = self.param("out_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+                      (width,))
+    return jnp.einsum("bqhd,hdk->bqk", out, kernel.astype(self.dtype)) + bias.astype(self.dtype)
 
 
 class Mlp(nn.Module):

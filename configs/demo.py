@@ -1,0 +1,51 @@
+r"""The embedded demo: SyncLipMAE on the built-in synthetic talking faces, 2 CPU cores.
+
+  python -m synclipmae_jax.main --config=configs/demo.py --workdir=/tmp/demo
+
+The synthetic dataset (data_pipelines/synthetic_faces.py) is generated into
+~/.cache/synclipmae_jax on first use. Expected result on held-out synthetic speakers: see
+README.md ("Measured results"), which records the figures and the command.
+
+Variants (`--config=configs/demo.py:<variant>`):
+  tiny  a few steps of a very small model; what the tests train.
+The paper's ablations are overrides, e.g. `--config.masking.mode=uniform_only` (A1).
+"""
+
+from synclipmae_jax import config_schema
+
+
+def get_config(arg: str | None = None):
+  c = config_schema.base_config()
+  c.num_train_steps = 1200
+  c.log_every_steps = 50
+  c.image_every_steps = 400
+  c.eval_every_steps = 400
+  c.checkpoint_every_steps = 400
+
+  c.data.global_batch_size = 8
+  c.data.window_frames = 16
+  c.model.image_size = 48
+  c.model.patch_size = 8
+  c.model.encoder_size = "mini"
+  c.model.decoder.update(width=64, depth=2, num_heads=4, mlp_dim=256)
+  c.model.audio.frontend = "mel"  # a random frozen wav2vec2 carries no speech knowledge
+  c.optim.learning_rate = 1e-3
+  c.optim.warmup_steps = 100
+
+  if arg == "tiny":
+    c.num_train_steps = 4
+    c.log_every_steps = c.image_every_steps = c.eval_every_steps = c.checkpoint_every_steps = 2
+    c.data.global_batch_size = 8
+    c.data.window_frames = 4
+    c.data.synthetic.update(num_train_clips=16, num_eval_clips=4, num_identities=4,
+                            num_eval_identities=2, clip_frames=12, eval_clip_frames=24,
+                            num_shards=2)
+    c.model.image_size = 16
+    c.model.encoder_size = "tiny"
+    c.model.decoder.update(width=16, depth=1, num_heads=2, mlp_dim=32)
+    c.model.audio.n_mels = 8
+    c.eval.update(num_clips=4, max_true_lag=3, trials_per_clip=1, windows=(1, 5), max_lag=5,
+                  pool_size=8)
+  elif arg:
+    raise ValueError(f"unknown variant {arg!r} of configs/demo.py (known: tiny)")
+  return c

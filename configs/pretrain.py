@@ -1,0 +1,59 @@
+r"""The paper's pretraining setup (SyncLipMAE section 5, "Implementation details").
+
+Sapiens-0.3B-size ViT encoder (1024 wide, 24 layers, 16 heads, patch 16), ViTMAE-B decoder
+(512 x 8, 16 heads) with prompt cross-attention in every block, frozen wav2vec 2.0 base with
+the all-layer adapter, 25 fps video and 16 kHz audio, 48 clips per chip, 400k steps.
+
+Launch on a Cloud TPU pod (every worker runs the same command; data prepared as
+ArrayRecord shards in the schema of data_pipelines/schema.py):
+
+  python -m synclipmae_jax.main --config=configs/pretrain.py --workdir=gs://BUCKET/runs/synclipmae \
+    --jax_distributed \
+    --config.data.train_pattern='/data/talking_faces/train-*.array_record' \
+    --config.data.eval_pattern='/data/talking_faces/validation-*.array_record'
+
+`data.global_batch_size` is set for 128 chips (48 x 128 = 6144 clips); change it with the
+chip count: `--config.data.global_batch_size=$((48 * CHIPS))`.
+
+Paper's targets (Hallo3 test set, K = 1 / 5 / 15): Acc 52.5 / 68.4 / 82.3 %, Offset
+2.66 / 1.73 / 0.93 frames, R-precision@1/2/3 (pool 32) 40.2 / 61.5 / 73.5 %.
+"""
+
+from synclipmae_jax import config_schema
+
+CHIPS = 128
+CLIPS_PER_CHIP = 48
+
+
+def get_config(arg: str | None = None):
+  if arg:
+    raise ValueError(f"configs/pretrain.py has no variants, got {arg!r}")
+  c = config_schema.base_config()
+  c.num_train_steps = 400_000
+  c.log_every_steps = 100
+  c.image_every_steps = 5_000
+  c.eval_every_steps = 10_000
+  c.checkpoint_every_steps = 2_000
+  c.keep_checkpoints = 3
+  c.profile_steps = 5
+
+  c.data.source = "array_record"
+  c.data.global_batch_size = CLIPS_PER_CHIP * CHIPS
+  c.data.window_frames = 8
+  c.data.worker_count = 16
+  c.data.worker_buffer_size = 4
+
+  c.model.image_size = 224
+  c.model.patch_size = 16
+  c.model.encoder_size = "sapiens_0.3b"
+  c.model.decoder.update(width=512, depth=8, num_heads=16, mlp_dim=2048, cross_attention=True)
+  c.model.audio.update(frontend="wav2vec2", alignment="resample", adapter="all_layers")
+  # model.audio.wav2vec2 stays empty: transformers.Wav2Vec2Config() defaults = wav2vec 2.0 base
+  c.model.dtype = "bfloat16"
+  c.model.scan_layers = True
+  c.model.remat = True
+
+  c.optim.update(learning_rate=1.5e-4, warmup_steps=10_000, weight_decay=0.05, b2=0.95)
+  c.mesh.update(data=-1, fsdp=8, tensor=1)
+  c.eval.update(num_clips=100, trials_per_clip=4, frames_per_call=512)
+  return c

@@ -1,0 +1,150 @@
+"""The one record schema shared by every data source (synthetic and real video).
+
+One ArrayRecord record = one clip, serialised with msgpack as a flat map:
+
+| key            | type                     | meaning                                              |
+|----------------|--------------------------|------------------------------------------------------|
+| clip_id        | int                      | unique id of the clip inside its dataset             |
+| identity_id    | int                      | speaker id; frames sharing it may swap identity prompts (paper 3.2) |
+| split          | str                      | "train", "validation" or "test"                      |
+| fps            | int                      | always 25                                            |
+| sample_rate    | int                      | always 16000                                         |
+| image_format   | str                      | "png" or "jpeg" (what each entry of `frames` holds)  |
+| frames         | list[bytes]              | N encoded RGB frames, all H x W                      |
+| audio          | bytes                    | mono int16 little-endian, exactly 640 * N samples;   |
+|                |                          | frame t covers samples [640 t, 640 (t + 1))          |
+| face_boxes     | bytes (float32 [N, 4])   | face box per frame, (x0, y0, x1, y1) in [0, 1]       |
+| mouth_boxes    | bytes (float32 [N, 4])   | mouth box per frame, same convention; the face-      |
+|                |                          | preserving mask weights derive from these two boxes  |
+| transcript     | str                      | words spoken, "" when unknown                        |
+| emotion        | int                      | emotion class, -1 when unknown                       |
+| actions        | bytes (uint8 [N, A])     | per-frame action flags (ACTION_NAMES order), may be  |
+|                |                          | empty (A = 0)                                        |
+
+Boxes are normalised by frame width (x) and height (y). A record with N frames always has
+640 * N audio samples: the writer cuts or pads the audio, never the reader.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import msgpack
+import numpy as np
+from PIL import Image
+
+FPS = 25
+SAMPLE_RATE = 16_000
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
+EMOTION_NAMES = ("neutral", "happy", "sad", "angry", "surprised")
+ACTION_NAMES = ("blink", "head_turn", "smile")
+SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass
+class Clip:
+  """A decoded clip: what a record holds, as numpy arrays."""
+
+  clip_id: int
+  identity_id: int
+  split: str
+  frames: np.ndarray  # uint8 [N, H, W, 3]
+  audio: np.ndarray  # int16 [640 N]
+  face_boxes: np.ndarray  # float32 [N, 4]
+  mouth_boxes: np.ndarray  # float32 [N, 4]
+  transcript: str = ""
+  emotion: int = -1
+  actions: np.ndarray | None = None  # uint8 [N, len(ACTION_NAMES)] or None
+
+  def __post_init__(self):
+    n = len(self.frames)
+    if self.frames.ndim != 4 or self.frames.shape[-1] != 3 or self.frames.dtype != np.uint8:
+      raise ValueError(f"frames must be uint8 [N, H, W, 3], got {self.frames.dtype} {self.frames.shape}")
+    if self.audio.dtype != np.int16 or self.audio.shape != (SAMPLES_PER_FRAME * n,):
+      raise ValueError(
+          f"audio must be int16 [{SAMPLES_PER_FRAME} * {n}], got {self.audio.dtype} {self.audio.shape}")
+    for name in ("face_boxes", "mouth_boxes"):
+      boxes = getattr(self, name)
+      if boxes.shape != (n, 4):
+        raise ValueError(f"{name} must be [{n}, 4], got {boxes.shape}")
+    if self.split not in SPLITS:
+      raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+    if self.actions is not None and self.actions.shape != (n, len(ACTION_NAMES)):
+      raise ValueError(f"actions must be [{n}, {len(ACTION_NAMES)}], got {self.actions.shape}")
+
+  @property
+  def num_frames(self) -> int:
+    return len(self.frames)
+
+
+def encode_image(image: np.ndarray, image_format: str) -> bytes:
+  buf = io.BytesIO()
+  if image_format == "png":
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+  elif image_format == "jpeg":
+    Image.fromarray(image).save(buf, format="JPEG", quality=95)
+  else:
+    raise ValueError(f"unknown image_format {image_format!r}")
+  return buf.getvalue()
+
+
+def decode_image(data: bytes) -> np.ndarray:
+  with Image.open(io.BytesIO(data)) as im:
+    return np.asarray(im.convert("RGB"))
+
+
+def serialize(clip: Clip, image_format: str = "png") -> bytes:
+  """Clip -> record bytes."""
+  actions = clip.actions if clip.actions is not None else np.zeros((clip.num_frames, 0), np.uint8)
+  return msgpack.packb({
+      "clip_id": int(clip.clip_id),
+      "identity_id": int(clip.identity_id),
+      "split": clip.split,
+      "fps": FPS,
+      "sample_rate": SAMPLE_RATE,
+      "image_format": image_format,
+      "frames": [encode_image(f, image_format) for f in clip.frames],
+      "audio": clip.audio.astype("<i2").tobytes(),
+      "face_boxes": clip.face_boxes.astype("<f4").tobytes(),
+      "mouth_boxes": clip.mouth_boxes.astype("<f4").tobytes(),
+      "transcript": clip.transcript,
+      "emotion": int(clip.emotion),
+      "actions": np.ascontiguousarray(actions, np.uint8).tobytes(),
+  }, use_bin_type=True)
+
+
+def parse(record: bytes) -> dict:
+  """Record bytes -> dict with the small fields decoded; `frames` stay encoded.
+
+  Decoding only the frames a training window needs is the pipeline's job (see
+  `decode_frames`), so a random window of a long clip does not pay for the whole clip.
+  """
+  r = msgpack.unpackb(record, raw=False)
+  if r.get("fps") != FPS or r.get("sample_rate") != SAMPLE_RATE:
+    raise ValueError(f"record {r.get('clip_id')} has fps={r.get('fps')} sample_rate="
+                     f"{r.get('sample_rate')}; expected {FPS} and {SAMPLE_RATE}")
+  n = len(r["frames"])
+  r["audio"] = np.frombuffer(r["audio"], "<i2")
+  r["face_boxes"] = np.frombuffer(r["face_boxes"], "<f4").reshape(n, 4)
+  r["mouth_boxes"] = np.frombuffer(r["mouth_boxes"], "<f4").reshape(n, 4)
+  a = np.frombuffer(r["actions"], np.uint8)
+  r["actions"] = a.reshape(n, -1) if a.size else None
+  if r["audio"].shape[0] != SAMPLES_PER_FRAME * n:
+    raise ValueError(f"record {r['clip_id']}: {r['audio'].shape[0]} audio samples for {n} frames")
+  return r
+
+
+def decode_frames(parsed: dict, start: int = 0, stop: int | None = None) -> np.ndarray:
+  """Decodes frames [start, stop) of a parsed record to uint8 [n, H, W, 3]."""
+  return np.stack([decode_image(b) for b in parsed["frames"][start:stop]])
+
+
+def deserialize(record: bytes) -> Clip:
+  """Record bytes -> Clip (every frame decoded)."""
+  r = parse(record)
+  return Clip(
+      clip_id=r["clip_id"], identity_id=r["identity_id"], split=r["split"],
+      frames=decode_frames(r), audio=r["audio"].copy(), face_boxes=r["face_boxes"].copy(),
+      mouth_boxes=r["mouth_boxes"].copy(), transcript=r["transcript"], emotion=r["emotion"],
+      actions=None if r["actions"] is None else r["actions"].copy())

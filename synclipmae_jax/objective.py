@@ -1,0 +1,132 @@
+"""The pretraining objective (paper 3.3): views, forward pass and every loss term.
+
+`compute_losses` is the pure function the train step differentiates. Randomness (the two
+masks, photometric jitter, identity shuffle) is drawn here from one key, so a step is a
+function of (params, batch, key) only.
+
+Contrastive groups: the global batch of B clips is split into B / G groups of G clips
+(`config.loss.contrastive.group_size`, default the per-device batch); InfoNCE contrasts all
+G * T frames of a group with each other, so the logits cost B * G * T^2, not (B * T)^2, and
+a group never spans two devices of the batch sharding. Identity shuffling uses the same
+groups.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from synclipmae_jax import losses, masking, photometric, prompt_shuffle
+
+MASKING_MODES = ("two_bypass", "uniform_only", "face_only")
+PIXEL_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+PIXEL_STD = np.array([0.229, 0.224, 0.225], np.float32)
+LOSS_TERMS = ("recon_video", "recon_audio", "contrastive", "decorrelation")
+
+
+def normalize_pixels(images01: jax.Array) -> jax.Array:
+  return (images01 - PIXEL_MEAN) / PIXEL_STD
+
+
+def frames_to_unit(frames: jax.Array) -> jax.Array:
+  """uint8 [..., H, W, 3] -> float32 in [0, 1], flattened to [F, H, W, 3]."""
+  return frames.reshape((-1,) + frames.shape[-3:]).astype(jnp.float32) / 255.0
+
+
+def make_views(rng, frames, face_boxes, mouth_boxes, config):
+  """Two-bypass face-aware masking (paper 3.2).
+
+  Returns (context_patches [F, N, P], context_keep [F, k], motion_patches or None,
+  motion_keep or None). In `two_bypass` mode bypass 1 is uniform and bypass 2 face-weighted
+  (and jittered when `masking.photometric`); `uniform_only` / `face_only` are the
+  single-view ablations A1 / A2.
+  """
+  m, p = config.masking, config.model.patch_size
+  grid = config.model.image_size // p
+  n = grid * grid
+  k = masking.num_visible(n, m.mask_ratio)
+  images = frames_to_unit(frames)
+  f = images.shape[0]
+  weights = masking.face_weights(face_boxes.reshape(f, 4), mouth_boxes.reshape(f, 4), grid,
+                                 **m.face_weights)
+  k_uniform, k_face, k_jitter = jax.random.split(rng, 3)
+  context = masking.patchify(normalize_pixels(images), p)
+  if m.mode == "uniform_only":
+    return context, masking.uniform_keep(k_uniform, f, n, k), None, None
+  if m.mode == "face_only":
+    return context, masking.weighted_keep(k_face, weights, k), None, None
+  motion_images = images
+  if m.photometric:
+    motion_images = photometric.jitter(k_jitter, images, **m.jitter)
+  return (context, masking.uniform_keep(k_uniform, f, n, k),
+          masking.patchify(normalize_pixels(motion_images), p),
+          masking.weighted_keep(k_face, weights, k))
+
+
+def identity_permutation(rng, identity_ids, frames_per_clip: int, group_size: int):
+  """Identity-consistent prompt shuffling (paper 3.2) within contrastive groups.
+
+  identity_ids [B] -> [B * T] frame permutation that only swaps frames of the same identity
+  (frames of one clip, clips of one speaker) inside a group of `group_size` clips.
+  """
+  b = identity_ids.shape[0]
+  per_group = group_size * frames_per_clip
+  ids = jnp.repeat(identity_ids, frames_per_clip).reshape(b // group_size, per_group)
+  keys = jax.random.split(rng, b // group_size)
+  dummy = jnp.zeros((per_group, 1), jnp.float32)
+  perm = jax.vmap(lambda key, g: prompt_shuffle.shuffle_within_groups(key, dummy, g)[1])(keys, ids)
+  offsets = (jnp.arange(b // group_size) * per_group)[:, None]
+  return (perm + offsets).reshape(-1)
+
+
+def compute_losses(params, model, batch, audio_features, rng, config, group_size: int):
+  """Returns (total loss, metrics dict with every term, model outputs).
+
+  batch: `frames` uint8 [B, T, H, W, 3], `face_boxes` / `mouth_boxes` [B, T, 4],
+  `identity_id` [B]; audio_features [B, T, L, C] from the frozen encoder (no gradient).
+  """
+  b, t = batch["frames"].shape[:2]
+  k_views, k_shuffle = jax.random.split(rng)
+  context, context_keep, motion, motion_keep = make_views(
+      k_views, batch["frames"], batch["face_boxes"], batch["mouth_boxes"], config)
+  if config.loss.identity_shuffle:
+    perm = identity_permutation(k_shuffle, batch["identity_id"], t, group_size)
+  else:
+    perm = jnp.arange(b * t)
+  out = model.apply({"params": params}, context, context_keep, motion, motion_keep,
+                    audio_features, perm)
+
+  lc = config.loss
+  n = context.shape[1]
+  if lc.recon_on == "masked":
+    recon_weight = 1.0 - masking.keep_to_mask(context_keep, n).astype(jnp.float32)
+  else:
+    recon_weight = jnp.ones((b * t, n), jnp.float32)
+  terms = {
+      "recon_video": losses.reconstruction_mse(out["pred_video"], context, recon_weight,
+                                               norm_pix=lc.norm_pix),
+      "recon_audio": losses.reconstruction_mse(out["pred_audio"], context, recon_weight,
+                                               norm_pix=lc.norm_pix),
+  }
+
+  def grouped(x):  # [B*T, ...] -> [B/G, G, T, ...], one group per batch shard
+    x = x.reshape((b // group_size, group_size, t) + x.shape[1:])
+    return nn.with_logical_constraint(x, ("batch",) + (None,) * (x.ndim - 1))
+
+  c = lc.contrastive
+  features = audio_features.reshape(b * t, -1)
+  contrastive, cmetrics = jax.vmap(lambda a, v, s: losses.multi_positive_infonce(
+      a, v, s, temperature=c.temperature, neighbor_delta=c.neighbor_delta,
+      similarity_threshold=c.similarity_threshold))(
+          grouped(out["audio"]), grouped(out["vocal"]), grouped(features))
+  terms["contrastive"] = contrastive.mean()
+  terms["decorrelation"] = losses.cross_covariance_penalty(
+      [out["identity"], out["vocal"], out["ambient"]])
+  total = sum(lc.weights[name] * terms[name] for name in LOSS_TERMS)
+  metrics = {f"loss/{name}": value for name, value in terms.items()}
+  metrics["loss/total"] = total
+  metrics.update({f"contrastive/{k}": v.mean() for k, v in cmetrics.items()})
+  aux = {"context_keep": context_keep, "targets": context, **out}
+  return total, (metrics, aux)

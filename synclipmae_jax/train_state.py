@@ -1,0 +1,103 @@
+"""The train state, its initialisation and the train step, as pure functions.
+
+`train.py` jits these with the mesh's shardings; tests jit the same functions on other
+meshes (sharded == unsharded) without going through the training loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from synclipmae_jax import objective, sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any  # trainable
+  opt_state: Any
+  frozen: Any  # the frozen audio encoder's parameters: no gradient, no optimizer state
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFunctions:
+  """What a training run needs, built from the config: all pure functions."""
+
+  init: Callable  # rng -> boxed TrainState (use nn.unbox)
+  train_step: Callable  # (state, batch) -> (state, metrics)
+  visual_step: Callable  # (state, batch) -> reconstructions of the first clip
+  dummy_batch: dict
+
+
+def dummy_batch(config) -> dict:
+  b, t, s = config.data.global_batch_size, config.data.window_frames, config.model.image_size
+  return {"frames": jnp.zeros((b, t, s, s, 3), jnp.uint8),
+          "audio": jnp.zeros((b, t * 640), jnp.float32),
+          "face_boxes": jnp.zeros((b, t, 4), jnp.float32),
+          "mouth_boxes": jnp.zeros((b, t, 4), jnp.float32),
+          "identity_id": jnp.zeros((b,), jnp.int32)}
+
+
+def group_size(config, num_batch_shards: int) -> int:
+  return config.loss.contrastive.group_size or config.data.global_batch_size // num_batch_shards
+
+
+def make(config, model, audio_encoder, tx: optax.GradientTransformation, schedule,
+         num_batch_shards: int) -> StepFunctions:
+  t = config.data.window_frames
+  groups = group_size(config, num_batch_shards)
+  dummy = dummy_batch(config)
+  base_key = jax.random.PRNGKey(config.seed + 1)
+
+  def init(rng):
+    k_model, k_audio, k_views = jax.random.split(rng, 3)
+    frozen = audio_encoder.init(k_audio, dummy["audio"][:1], t).get("params", {})
+    features = audio_encoder.apply({"params": frozen}, dummy["audio"], t)
+    views = objective.make_views(k_views, dummy["frames"], dummy["face_boxes"],
+                                 dummy["mouth_boxes"], config)
+    params = model.init(k_model, *views, features, jnp.arange(dummy["audio"].shape[0] * t))["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      frozen=frozen)
+
+  def loss_and_grads(state, batch):
+    rng = jax.random.fold_in(base_key, state.step)
+    features = jax.lax.stop_gradient(audio_encoder.apply({"params": state.frozen}, batch["audio"], t))
+    return jax.value_and_grad(objective.compute_losses, has_aux=True)(
+        state.params, model, batch, features, rng, config, groups)
+
+  def train_step(state, batch):
+    (_, (metrics, _)), grads = loss_and_grads(state, batch)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  def visual_step(state, batch):
+    (_, (_, aux)), _ = loss_and_grads(state, batch)
+    return {k: aux[k][:t] for k in ("targets", "context_keep", "pred_video", "pred_audio")}
+
+  return StepFunctions(init, train_step, visual_step, dummy)
+
+
+def jit_all(fns: StepFunctions, mesh, rules, rng):
+  """Abstract state with shardings, and the jitted init / train / visual functions."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    boxed = jax.eval_shape(fns.init, rng)
+  shardings = sharding.tree_shardings(boxed, mesh, rules)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          nn.unbox(boxed), shardings)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    batch = sharding.batch_sharding(mesh)
+    init = jax.jit(lambda r: nn.unbox(fns.init(r)), out_shardings=shardings)
+    train_step = jax.jit(fns.train_step, in_shardings=(shardings, batch),
+                         out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+    visual_step = jax.jit(fns.visual_step, in_shardings=(shardings, batch),
+                          out_shardings=sharding.replicated(mesh))
+  return abstract, init, train_step, visual_step

@@ -1,0 +1,204 @@
+"""Training: sharded == single device, resume == uninterrupted, frozen encoder, NaN guard."""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import demo
+from synclipmae_jax import config_schema, optimizer, sharding, train, train_state
+from synclipmae_jax.models import synclipmae
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("synthetic"))
+
+
+def tiny_config(data_dir, **overrides):
+  c = demo.get_config("tiny")
+  c.data.directory = data_dir
+  for key, value in overrides.items():
+    node = c
+    *path, last = key.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return c
+
+
+def random_batch(config, seed=0):
+  rng = np.random.default_rng(seed)
+  b, t, s = config.data.global_batch_size, config.data.window_frames, config.model.image_size
+  face = np.tile([0.2, 0.15, 0.8, 0.95], (b, t, 1)).astype(np.float32)
+  mouth = np.tile([0.35, 0.65, 0.65, 0.85], (b, t, 1)).astype(np.float32)
+  return {"frames": rng.integers(0, 256, (b, t, s, s, 3), dtype=np.uint8),
+          "audio": rng.uniform(-0.5, 0.5, (b, t * 640)).astype(np.float32),
+          "face_boxes": face, "mouth_boxes": mouth,
+          "identity_id": np.repeat(np.arange(b // 2), 2).astype(np.int32)}
+
+
+def run_steps(config, mesh, batches):
+  rules = sharding.rules(config)
+  model = synclipmae.build(config.model)
+  audio_encoder = train.build_audio_encoder(config.model.audio)
+  tx, schedule = optimizer.make(config.optim, config.num_train_steps)
+  fns = train_state.make(config, model, audio_encoder, tx, schedule, sharding.num_batch_shards(mesh))
+  _, init, step, _ = train_state.jit_all(fns, mesh, rules, jax.random.PRNGKey(0))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    state = init(jax.random.PRNGKey(0))
+    history = []
+    for batch in batches:
+      state, metrics = step(state, sharding.global_batch(batch, mesh))
+      history.append(jax.device_get(metrics))
+  return jax.device_get(state), history
+
+
+def test_sharded_step_matches_single_device(data_dir):
+  assert jax.device_count() == 8, "tests/conftest.py fakes 8 CPU devices"
+  config = tiny_config(data_dir, **{"loss.contrastive.group_size": 2})
+  batches = [random_batch(config, s) for s in range(2)]
+  single = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
+  state1, hist1 = run_steps(config, single, batches)
+  config.mesh.update(data=2, fsdp=2, tensor=2)
+  mesh8 = sharding.make_mesh(config.mesh)
+  state8, hist8 = run_steps(config, mesh8, batches)
+  for h1, h8 in zip(hist1, hist8):
+    for k in h1:
+      np.testing.assert_allclose(h1[k], h8[k], rtol=2e-4, atol=1e-5, err_msg=k)
+  flat1 = jax.tree_util.tree_leaves_with_path(state1.params)
+  flat8 = dict(jax.tree_util.tree_leaves_with_path(state8.params))
+  for path, value in flat1:
+    np.testing.assert_allclose(value, flat8[path], rtol=1e-3, atol=1e-5,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def test_sharded_parameters_are_split_over_fsdp_and_tensor(data_dir):
+  config = tiny_config(data_dir)
+  config.mesh.update(data=2, fsdp=2, tensor=2)
+  mesh = sharding.make_mesh(config.mesh)
+  model = synclipmae.build(config.model)
+  audio_encoder = train.build_audio_encoder(config.model.audio)
+  tx, schedule = optimizer.make(config.optim, 4)
+  fns = train_state.make(config, model, audio_encoder, tx, schedule, 4)
+  abstract, *_ = train_state.jit_all(fns, mesh, sharding.rules(config), jax.random.PRNGKey(0))
+  fc1 = abstract.params["encoder"]["blocks"]["layers_0"]["mlp"]["fc1"]["kernel"]
+  assert fc1.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
+  mu = abstract.opt_state[1][0].mu["encoder"]["blocks"]["layers_0"]["mlp"]["fc1"]["kernel"]
+  assert mu.sharding.spec == fc1.sharding.spec  # optimizer state sharded like its parameter
+
+
+def test_frozen_wav2vec2_gets_no_update_and_no_optimizer_state(data_dir):
+  config = tiny_config(data_dir, **{"model.audio.frontend": "wav2vec2"})
+  config.model.audio.wav2vec2.update(
+      hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+      conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=8,
+      num_conv_pos_embedding_groups=2)
+  mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
+  rules = sharding.rules(config)
+  model = synclipmae.build(config.model)
+  audio_encoder = train.build_audio_encoder(config.model.audio)
+  tx, schedule = optimizer.make(config.optim, 4)
+  fns = train_state.make(config, model, audio_encoder, tx, schedule, 1)
+  _, init, step, _ = train_state.jit_all(fns, mesh, rules, jax.random.PRNGKey(0))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    state = init(jax.random.PRNGKey(0))
+    frozen_before = jax.device_get(state.frozen)
+    params_before = jax.device_get(state.params)
+    for s in range(2):
+      state, _ = step(state, sharding.global_batch(random_batch(config, s), mesh))
+  frozen_after = jax.device_get(state.frozen)
+  assert jax.tree.leaves(frozen_before), "wav2vec2 has parameters"
+  for a, b in zip(jax.tree.leaves(frozen_before), jax.tree.leaves(frozen_after)):
+    np.testing.assert_array_equal(a, b)
+  assert any(not np.array_equal(a, b) for a, b in
+             zip(jax.tree.leaves(params_before), jax.tree.leaves(jax.device_get(state.params))))
+  adam = state.opt_state[1][0]
+  assert jax.tree.structure(adam.mu) == jax.tree.structure(state.params)
+  n_opt = sum(x.size for x in jax.tree.leaves(state.opt_state))
+  n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  assert n_opt < 2 * n_params + 8  # mu and nu of the trainable parameters only
+
+
+def test_weight_decay_mask():
+  params = {"blocks": {"fc": {"kernel": 1.0, "bias": 1.0}, "ln": {"scale": 1.0}},
+            "pos_embed": 1.0, "prompts": 1.0, "mask_token": 1.0}
+  mask = optimizer.decay_mask(params)
+  assert mask["blocks"]["fc"]["kernel"] is True
+  assert not any([mask["blocks"]["fc"]["bias"], mask["blocks"]["ln"]["scale"], mask["pos_embed"],
+                  mask["prompts"], mask["mask_token"]])
+
+
+def test_invalid_config_is_reported_before_compiling(data_dir):
+  config = tiny_config(data_dir, **{"masking.mode": "random", "masking.mask_ratio": 1.5,
+                                    "data.global_batch_size": 6})
+  with pytest.raises(ValueError) as e:
+    config_schema.validate(config, num_devices=8)
+  for fragment in ("masking.mode='random'", "mask_ratio=1.5", "global_batch_size=6"):
+    assert fragment in str(e.value)
+
+
+def test_check_finite_names_step_and_term():
+  train.check_finite(3, {"loss/recon_video": 1.0, "grad_norm": 2.0, "learning_rate": float("nan")})
+  with pytest.raises(train.NonFiniteLossError, match="non-finite contrastive .* at step 7"):
+    train.check_finite(7, {"loss/recon_video": 1.0, "loss/contrastive": float("inf")})
+
+
+def _final_params(workdir):
+  ckpt = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), item_names=("state", "iter"))
+  step = ckpt.latest_step()
+  restored = ckpt.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  ckpt.close()
+  return step, restored.state["params"]
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
+  config = tiny_config(data_dir, num_train_steps=8, checkpoint_every_steps=2, eval_every_steps=8,
+                       image_every_steps=8, log_every_steps=1)
+  config.mesh.update(data=2, fsdp=2, tensor=2)
+  straight = str(tmp_path / "straight")
+  train.train_and_evaluate(config, straight)
+
+  interrupted = str(tmp_path / "interrupted")
+
+  def send_sigterm_after_first_checkpoint():
+    ckpt_dir = os.path.join(interrupted, "checkpoints")
+    while not (os.path.isdir(ckpt_dir) and any(d.isdigit() for d in os.listdir(ckpt_dir))):
+      time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  threading.Thread(target=send_sigterm_after_first_checkpoint, daemon=True).start()
+  partial = train.train_and_evaluate(config, interrupted)
+  stopped_at, _ = _final_params(interrupted)
+  assert 2 <= stopped_at < 8, stopped_at
+  assert json.load(open(os.path.join(interrupted, "metrics.json")))["step"] == stopped_at
+  del partial
+  train.train_and_evaluate(config, interrupted)  # resumes from the checkpoint
+  step_a, params_a = _final_params(straight)
+  step_b, params_b = _final_params(interrupted)
+  assert step_a == step_b == 8
+  for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_without_checkpointing_it(data_dir, tmp_path):
+  config = tiny_config(data_dir, num_train_steps=8, checkpoint_every_steps=1,
+                       **{"optim.learning_rate": 1e30, "optim.warmup_steps": 0,
+                          "optim.grad_clip_norm": 1e30})
+  workdir = str(tmp_path / "nan")
+  with pytest.raises(train.NonFiniteLossError, match=r"non-finite \w+ .* at step (\d+)") as e:
+    train.train_and_evaluate(config, workdir)
+  bad_step = int(str(e.value).split("at step ")[1].split(";")[0])
+  saved, params = _final_params(workdir)
+  assert saved < bad_step
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
