@@ -96,7 +96,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict(dict(
       num_clips=32, max_true_lag=10, trials_per_clip=2, windows=(1, 5, 15), max_lag=15,
-      tolerance=1, pool_size=32, ks=(1, 2, 3), view="full", frames_per_call=256, seed=0))
+      tolerance=1, pool_size=32, ks=(1, 2, 3), view="face", frames_per_call=256, seed=0))
   return c
 
 

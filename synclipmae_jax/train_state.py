@@ -76,7 +76,7 @@ def make(config, model, audio_encoder, tx: optax.GradientTransformation, schedul
     (_, (metrics, _)), grads = loss_and_grads(state, batch)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   def visual_step(state, batch):

@@ -202,3 +202,16 @@ def test_non_finite_loss_stops_without_checkpointing_it(data_dir, tmp_path):
   saved, params = _final_params(workdir)
   assert saved < bad_step
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def test_shipped_configs_validate():
+  from configs import pretrain
+  config_schema.validate(demo.get_config(), num_devices=1)
+  config_schema.validate(demo.get_config("tiny"), num_devices=8)
+  c = pretrain.get_config()
+  with pytest.raises(ValueError, match="train_pattern"):
+    config_schema.validate(c, num_devices=128, process_count=32)
+  c.data.train_pattern = c.data.eval_pattern = "/data/*.array_record"
+  config_schema.validate(c, num_devices=128, process_count=32)
+  with pytest.raises(ValueError, match="mesh"):
+    config_schema.validate(c, num_devices=100, process_count=25)
