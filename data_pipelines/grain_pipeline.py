@@ -7,7 +7,7 @@ vocal-motion tokens of SyncLipMAE (paper 3.2-3.3) are computed from such windows
 Only the window's frames are decoded.
 
 The pipeline is a `grain.MapDataset` (global shuffle, infinite repeat with a new
-order every epoch, per-process slice, random window, batch), so its iterator is
+order every epoch, random window, batch, per-process block of every global batch), so its iterator is
 deterministic and checkpointable: `get_state`/`set_state`, or
 `grain.checkpoint.CheckpointSave`/`CheckpointRestore` inside an orbax
 CheckpointManager.
@@ -93,10 +93,14 @@ def make_train_dataset(paths: list[str], *, global_batch_size: int, window_frame
   if not 0.0 <= horizontal_flip <= 1.0:
     raise ValueError(f"horizontal_flip must be a probability, got {horizontal_flip}")
   ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(list(paths)))
-  ds = ds.shuffle(seed).repeat()[process_index::process_count]
+  ds = ds.shuffle(seed).repeat()
   ds = ds.random_map(functools.partial(_sample_window, window_frames=window_frames,
                                        horizontal_flip=horizontal_flip), seed=seed)
+  # Process i takes the i-th contiguous block of every global batch: the global batch is
+  # the same records in the same order whatever the process count (MapDataset is lazy, so
+  # a process only reads and decodes its own blocks).
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
+  ds = ds[process_index::process_count]
   return ds.to_iter_dataset(_READ_OPTIONS)
 
 

@@ -171,6 +171,20 @@ def test_processes_read_disjoint_clips(dataset):
                           process_count=2)
 
 
+def test_process_blocks_concatenate_to_the_single_process_batch(dataset):
+  """Multi-host feeding: process i holds block i of every global batch, so the assembled
+  global batch equals what one process sees (same clips, windows and order)."""
+  _, paths = dataset
+  kwargs = dict(global_batch_size=4, window_frames=T, seed=3)
+  single = gp.make_train_iterator(gp.make_train_dataset(paths["train"], **kwargs))
+  parts = [gp.make_train_iterator(gp.make_train_dataset(
+      paths["train"], process_index=p, process_count=2, **kwargs)) for p in range(2)]
+  for _ in range(3):
+    whole, a, b = next(single), next(parts[0]), next(parts[1])
+    for key in whole:
+      np.testing.assert_array_equal(whole[key], np.concatenate([a[key], b[key]]), err_msg=key)
+
+
 def test_epochs_are_reshuffled(dataset):
   _, paths = dataset
   it = gp.make_train_iterator(gp.make_train_dataset(paths["train"], global_batch_size=8,
