@@ -12,15 +12,16 @@ The paper's ablations are overrides, e.g. `--config.masking.mode=uniform_only` (
 """
 
 from synclipmae_jax import config_schema
+from synclipmae_jax import sweep as hyper
 
 
 def get_config(arg: str | None = None):
   c = config_schema.base_config()
-  c.num_train_steps = 1200
+  c.num_train_steps = 3000
   c.log_every_steps = 50
-  c.image_every_steps = 400
-  c.eval_every_steps = 400
-  c.checkpoint_every_steps = 400
+  c.image_every_steps = 1000
+  c.eval_every_steps = 1000
+  c.checkpoint_every_steps = 500
 
   c.data.global_batch_size = 8
   c.data.window_frames = 16
@@ -29,6 +30,7 @@ def get_config(arg: str | None = None):
   c.model.encoder_size = "mini"
   c.model.decoder.update(width=64, depth=2, num_heads=4, mlp_dim=256)
   c.model.audio.frontend = "mel"  # a random frozen wav2vec2 carries no speech knowledge
+  c.model.audio.context_frames = 2  # +-80 ms of sound around each frame (coarticulation)
   c.optim.learning_rate = 1e-3
   c.optim.warmup_steps = 100
 
@@ -49,3 +51,16 @@ def get_config(arg: str | None = None):
   elif arg:
     raise ValueError(f"unknown variant {arg!r} of configs/demo.py (known: tiny)")
   return c
+
+
+def get_sweep(arg: str | None = None):
+  """Masking ablations (two-bypass, A1 uniform only, A2 face only) x two LR schedules: 6 runs.
+
+    python -m synclipmae_jax.sweep --config=configs/demo.py --sweep_root=/tmp/demo_sweep --run --print
+  """
+  del arg  # the same sweep for every variant
+  return hyper.product([
+      hyper.sweep("masking.mode", ["two_bypass", "uniform_only", "face_only"]),
+      hyper.zipit([hyper.sweep("optim.learning_rate", [1e-3, 3e-4]),
+                   hyper.sweep("optim.warmup_steps", [100, 50])]),
+  ])

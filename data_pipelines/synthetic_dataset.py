@@ -36,7 +36,7 @@ from tqdm import tqdm
 from data_pipelines import schema
 from data_pipelines import synthetic_faces
 
-GENERATOR_VERSION = 1  # bump when synthetic_faces changes what it draws, to invalidate old datasets
+GENERATOR_VERSION = 2  # bump when synthetic_faces changes what it draws, to invalidate old datasets
 INFO_FILE = "dataset_info.json"
 SPLITS = ("train", "validation")
 

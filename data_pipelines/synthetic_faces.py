@@ -124,9 +124,9 @@ CONSONANTS: dict[str, tuple[_Target, ...]] = {
     "S": (_Target(ms=(90.0, 130.0), openness=0.15, open_weight=1.5, width=0.15, width_weight=3.0,
                   noise=(("sh", 0.7),)),),
 }
-_PAUSE = _Target(ms=(60.0, 200.0), openness=0.03, open_weight=1.5, width=0.5, width_weight=0.3)
+_PAUSE = _Target(ms=(40.0, 120.0), openness=0.03, open_weight=1.5, width=0.5, width_weight=0.3)
 _LONG_PAUSE_MS = (300.0, 500.0)
-_LONG_PAUSE_PROBABILITY = 0.04
+_LONG_PAUSE_PROBABILITY = 0.02
 
 VOCABULARY = (
     "ma", "pi", "bolu", "tami", "nesa", "kOfe", "lipa", "sumo", "dEki", "gaSu", "vito", "fanu",

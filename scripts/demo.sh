@@ -4,15 +4,18 @@
 #   bash scripts/demo.sh [WORKDIR] [--config.x=y ...]
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-. "$repo/scripts/setup_env.sh"
 workdir="${1:-$repo/workdirs/demo}"
 shift || true
+overrides=("$@")
+set --  # setup_env.sh reads extras from the positional arguments: none here
+. "$repo/scripts/setup_env.sh"
 export TF_CPP_MIN_LOG_LEVEL=3
-python -m synclipmae_jax.main --config="$repo/configs/demo.py" --workdir="$workdir" "$@"
+python -m synclipmae_jax.main --config="$repo/configs/demo.py" --workdir="$workdir" "${overrides[@]}"
 python - "$workdir/metrics.json" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
-print(f"\nheld-out sync after {m['step']} steps (tokens of the frozen model; see README):")
+print(f"\nheld-out sync after {m['step']} steps, {m['perf/loop_seconds'] / 60:.1f} min of training "
+      "(tokens of the frozen model; protocol in README):")
 for k in (1, 5, 15):
   print(f"  K={k:2d}: Acc {m[f'sync/acc_k{k}']:5.1f} %   Offset {m[f'sync/offset_k{k}']:.2f} frames")
 print("  R-precision (pool 32): " + "  ".join(f"@{k} {m[f'sync/rprec@{k}']:.1f} %" for k in (1, 2, 3)))

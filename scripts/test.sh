@@ -3,8 +3,14 @@
 # the fast suite and the slow end-to-end tests.  bash scripts/test.sh [pytest args]
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-. "$repo/scripts/setup_env.sh" bridge
+pytest_args=("$@")
+set -- bridge  # the extras setup_env.sh installs
+. "$repo/scripts/setup_env.sh"
 cd "$repo"
 export TF_CPP_MIN_LOG_LEVEL=3
-python -m pytest -q -n 2 "$@"
-python -m pytest -q -m slow "$@"
+python -m pytest -q -n 2 "${pytest_args[@]}"
+python -m pytest -q -m slow "${pytest_args[@]}"
+# Pod compilation (tools/aot.py against TPU topologies): libtpu lives in its own venv, since
+# with libtpu installed every `import jax` probes for a TPU first.
+SYNCLIPMAE_VENV="$repo/.venv-tpu" bash "$repo/scripts/setup_env.sh" tpu
+"$repo/.venv-tpu/bin/python" -m pytest -q -m tpu tests/test_aot.py
