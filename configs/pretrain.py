@@ -15,11 +15,21 @@ ArrayRecord shards in the schema of data_pipelines/schema.py):
 `data.global_batch_size` is set for 128 chips (48 x 128 = 6144 clips); change it with the
 chip count: `--config.data.global_batch_size=$((48 * CHIPS))`.
 
+Pretrained initialisation (paper 5; local files, nothing is downloaded; "" = random init):
+
+  --config.model.init.wav2vec2=/ckpt/wav2vec2-base      # HF dir: config.json + model weights
+  --config.model.init.sapiens=/ckpt/sapiens_0.3b_epoch_1600_clean.pth
+  --config.model.init.vitmae=/ckpt/vit-mae-base         # HF ViTMAEForPreTraining dir
+
+Only a fresh run loads them (a resumed run restores its own checkpoint). Inspect a checkpoint
+with `synclipmae-inspect-checkpoint --config=configs/pretrain.py sapiens /ckpt/....pth`.
+
 Paper's targets (Hallo3 test set, K = 1 / 5 / 15): Acc 52.5 / 68.4 / 82.3 %, Offset
 2.66 / 1.73 / 0.93 frames, R-precision@1/2/3 (pool 32) 40.2 / 61.5 / 73.5 %.
 """
 
 from synclipmae_jax import config_schema
+from synclipmae_jax import sweep as hyper
 
 CHIPS = 128
 CLIPS_PER_CHIP = 48
@@ -49,6 +59,9 @@ def get_config(arg: str | None = None):
   c.model.decoder.update(width=512, depth=8, num_heads=16, mlp_dim=2048, cross_attention=True)
   c.model.audio.update(frontend="wav2vec2", alignment="resample", adapter="all_layers")
   # model.audio.wav2vec2 stays empty: transformers.Wav2Vec2Config() defaults = wav2vec 2.0 base
+  c.model.init.wav2vec2 = ""  # e.g. a local copy of facebook/wav2vec2-base
+  c.model.init.sapiens = ""  # e.g. sapiens_0.3b_epoch_1600_clean.pth (CC-BY-NC-4.0)
+  c.model.init.vitmae = ""  # e.g. a local copy of facebook/vit-mae-base
   c.model.dtype = "bfloat16"
   c.model.scan_layers = True
   c.model.remat = True
@@ -57,3 +70,20 @@ def get_config(arg: str | None = None):
   c.mesh.update(data=-1, fsdp=8, tensor=1)
   c.eval.update(num_clips=100, trials_per_clip=4, frames_per_call=512)
   return c
+
+
+def get_sweep(arg: str | None = None):
+  r"""The paper's ablations (Table 7: A1-A3, B1, C1) and the full model, one pod run each.
+
+    python -m synclipmae_jax.sweep --config=configs/pretrain.py --sweep_root=/runs/ablations \
+      --run --launcher=tpu --launcher_args='--name=POD --zone=ZONE' -- \
+      --config.data.train_pattern=... --config.data.eval_pattern=...
+  """
+  del arg
+  return hyper.chainit([
+      hyper.fixed("masking.mode", "two_bypass"),  # ours
+      hyper.sweep("masking.mode", ["uniform_only", "face_only"]),  # A1, A2
+      hyper.fixed("masking.photometric", False),  # A3
+      hyper.fixed("model.audio.adapter", "last_layer"),  # B1
+      hyper.fixed("model.decoder.cross_attention", False),  # C1
+  ])

@@ -11,6 +11,7 @@ import ml_collections
 
 from synclipmae_jax import objective
 from synclipmae_jax.models import audio_adapter, vit
+from synclipmae_jax.weights import checkpoint_files
 
 DEFAULT_RULES = (
     ("batch", ("data", "fsdp")),
@@ -22,7 +23,7 @@ DEFAULT_RULES = (
     ("length", None),
     ("patch", None),
     ("prompts", None),
-    ("audio_features", None),
+    ("audio_features", "fsdp"),  # the adapter's 9984-wide input: sharded like `embed`
     ("act_embed", None),
     ("act_mlp", "tensor"),
     ("act_heads", "tensor"),
@@ -63,6 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.audio = ml_collections.ConfigDict(dict(
       frontend="mel", alignment="resample", adapter="all_layers", n_mels=40, context_frames=1,
       wav2vec2=ml_collections.ConfigDict()))  # kwargs of transformers.Wav2Vec2Config
+  # Pretrained initialisation of a fresh run ("" = random): a Hugging Face wav2vec2 directory,
+  # a Sapiens .pth / TorchScript file, a Hugging Face ViTMAEForPreTraining directory.
+  c.model.init = ml_collections.ConfigDict(dict(wav2vec2="", sapiens="", vitmae=""))
   c.model.dtype = "float32"
   c.model.scan_layers = False
   c.model.remat = False
@@ -132,6 +136,11 @@ def validate(c, *, num_devices: int, process_count: int = 1) -> None:
   check(m.audio.frontend in ("mel", "wav2vec2"), f"model.audio.frontend={m.audio.frontend!r}")
   check(m.audio.alignment in ("resample", "interpolate"), f"model.audio.alignment={m.audio.alignment!r}")
   check(m.audio.adapter in audio_adapter.ADAPTER_MODES, f"model.audio.adapter={m.audio.adapter!r}")
+  for kind, path in m.init.items():
+    errors.extend(f"model.init.{kind}: {problem}" for problem in
+                  (checkpoint_files.missing_files(kind, path) if path else []))
+  check(not m.init.wav2vec2 or m.audio.frontend == "wav2vec2",
+        f"model.init.wav2vec2 needs model.audio.frontend='wav2vec2', got {m.audio.frontend!r}")
   check(c.masking.mode in objective.MASKING_MODES,
         f"masking.mode={c.masking.mode!r} must be one of {objective.MASKING_MODES}")
   check(0.0 < c.masking.mask_ratio < 1.0, f"masking.mask_ratio={c.masking.mask_ratio} must be in (0, 1)")

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from synclipmae_jax import masking, objective, sync_metrics
-from synclipmae_jax.models import synclipmae
+from synclipmae_jax.models import layers, synclipmae
 
 SAMPLES_PER_FRAME = 640
 
@@ -56,12 +56,13 @@ class SyncEvaluator:
       weights = masking.face_weights(face_boxes, mouth_boxes, self.grid, **self.face_weights)
       keep = masking.top_weight_keep(weights, self.k)
     _, prompts = self.model.apply({"params": params}, patches, keep, method=self.model.encode)
-    return prompts[:, 1]
+    return layers.constrain(prompts[:, 1], None, None)  # replicated: every host reads it whole
 
   @functools.partial(jax.jit, static_argnums=(0, 4))
   def _audio_tokens(self, params, frozen, waveform, num_frames):
     features = self.audio_encoder.apply({"params": frozen}, waveform[None], num_frames)
-    return self.model.apply({"params": params}, features, method=self.model.encode_audio)[0]
+    tokens = self.model.apply({"params": params}, features, method=self.model.encode_audio)[0]
+    return layers.constrain(tokens, None, None)  # replicated: every host reads it whole
 
   def video_tokens(self, params, clip: dict, start: int, stop: int) -> np.ndarray:
     out, step = [], self.c.frames_per_call

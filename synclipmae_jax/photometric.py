@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-_LUMA = jnp.array([0.299, 0.587, 0.114], jnp.float32)
-_RGB_TO_YIQ = jnp.array([[0.299, 0.587, 0.114],
-                         [0.596, -0.274, -0.322],
-                         [0.211, -0.523, 0.312]], jnp.float32)
-_YIQ_TO_RGB = jnp.linalg.inv(_RGB_TO_YIQ)
+# numpy, not jnp: a jnp constant would start the XLA backend at import, before a multi-host
+# run can call jax.distributed.initialize().
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114],
+                        [0.596, -0.274, -0.322],
+                        [0.211, -0.523, 0.312]], np.float32)
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
 
 
 def _hue_rotation(angle: jax.Array) -> jax.Array:
@@ -24,7 +27,7 @@ def _hue_rotation(angle: jax.Array) -> jax.Array:
   rot = jnp.stack([jnp.stack([one, zero, zero], -1),
                    jnp.stack([zero, c, -s], -1),
                    jnp.stack([zero, s, c], -1)], -2)
-  return _YIQ_TO_RGB @ rot @ _RGB_TO_YIQ
+  return jnp.asarray(_YIQ_TO_RGB) @ rot @ _RGB_TO_YIQ
 
 
 def jitter(rng: jax.Array, images: jax.Array, *, brightness: float, contrast: float,

@@ -25,6 +25,7 @@ import transformers
 
 from data_pipelines import grain_pipeline, synthetic_dataset
 from synclipmae_jax import config_schema, evaluation, flops, optimizer, sharding, train_state, visualize
+from synclipmae_jax import weights
 from synclipmae_jax.models import audio_encoder as audio_encoder_lib
 from synclipmae_jax.models import synclipmae
 
@@ -123,6 +124,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   else:
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       state = init_fn(init_rng)
+    if any(config.model.init.values()):  # pretrained initialisation of a fresh run only
+      state, reports = weights.load_into_state(config, state, abstract_state)
+      for report in reports:
+        logging.info("%s", report.format())
 
   def save(step):
     manager.save(step, args=ocp.args.Composite(
@@ -150,6 +155,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   # SIGTERM (preemption, `kill`): finish the current step, save, exit cleanly.
   stop_requested = []
   previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop_requested.append(True))
+  loop_start = time.time()
   try:
     while step < config.num_train_steps:
       step_start = time.time()
@@ -200,6 +206,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     signal.signal(signal.SIGTERM, previous_handler)
     writer.flush()
   if jax.process_index() == 0 and last:
+    # Wall time of this run's loop: steps, periodic evaluation, images and checkpoints.
+    last["perf/loop_seconds"] = time.time() - loop_start
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
       json.dump({"step": step, **{k: float(v) for k, v in last.items()}}, f, indent=1, sort_keys=True)
   return last

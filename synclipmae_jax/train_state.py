@@ -33,16 +33,18 @@ class StepFunctions:
   init: Callable  # rng -> boxed TrainState (use nn.unbox)
   train_step: Callable  # (state, batch) -> (state, metrics)
   visual_step: Callable  # (state, batch) -> reconstructions of the first clip
-  dummy_batch: dict
+  dummy_batch: dict  # jax.ShapeDtypeStruct of every field of one global batch
 
 
 def dummy_batch(config) -> dict:
+  """Shapes and dtypes of one global batch: abstract, so nothing is allocated (6144 clips of
+  the pretraining config are 7.4 GB of frames)."""
   b, t, s = config.data.global_batch_size, config.data.window_frames, config.model.image_size
-  return {"frames": jnp.zeros((b, t, s, s, 3), jnp.uint8),
-          "audio": jnp.zeros((b, t * 640), jnp.float32),
-          "face_boxes": jnp.zeros((b, t, 4), jnp.float32),
-          "mouth_boxes": jnp.zeros((b, t, 4), jnp.float32),
-          "identity_id": jnp.zeros((b,), jnp.int32)}
+  return {"frames": jax.ShapeDtypeStruct((b, t, s, s, 3), jnp.uint8),
+          "audio": jax.ShapeDtypeStruct((b, t * 640), jnp.float32),
+          "face_boxes": jax.ShapeDtypeStruct((b, t, 4), jnp.float32),
+          "mouth_boxes": jax.ShapeDtypeStruct((b, t, 4), jnp.float32),
+          "identity_id": jax.ShapeDtypeStruct((b,), jnp.int32)}
 
 
 def group_size(config, num_batch_shards: int) -> int:
@@ -53,10 +55,11 @@ def make(config, model, audio_encoder, tx: optax.GradientTransformation, schedul
          num_batch_shards: int) -> StepFunctions:
   t = config.data.window_frames
   groups = group_size(config, num_batch_shards)
-  dummy = dummy_batch(config)
+  spec = dummy_batch(config)
   base_key = jax.random.PRNGKey(config.seed + 1)
 
   def init(rng):
+    dummy = {k: jnp.zeros(v.shape, v.dtype) for k, v in spec.items()}  # traced, never kept
     k_model, k_audio, k_views = jax.random.split(rng, 3)
     frozen = audio_encoder.init(k_audio, dummy["audio"][:1], t).get("params", {})
     features = audio_encoder.apply({"params": frozen}, dummy["audio"], t)
@@ -83,7 +86,7 @@ def make(config, model, audio_encoder, tx: optax.GradientTransformation, schedul
     (_, (_, aux)), _ = loss_and_grads(state, batch)
     return {k: aux[k][:t] for k in ("targets", "context_keep", "pred_video", "pred_audio")}
 
-  return StepFunctions(init, train_step, visual_step, dummy)
+  return StepFunctions(init, train_step, visual_step, spec)
 
 
 def jit_all(fns: StepFunctions, mesh, rules, rng):

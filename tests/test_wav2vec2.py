@@ -11,6 +11,7 @@ import pytest
 from transformers import Wav2Vec2Config
 
 from synclipmae_jax.models import wav2vec2
+from synclipmae_jax.weights import param_tree, wav2vec2_checkpoint
 
 TINY = dict(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -30,33 +31,12 @@ def tiny_config(variant: str) -> Wav2Vec2Config:
   return Wav2Vec2Config(**TINY, **VARIANTS[variant])
 
 
-def torch_to_flax(state_dict) -> dict:
-  """Converts a PyTorch Wav2Vec2Model state dict (current key names) to the Flax parameter tree."""
-  params = {}
-  for key, tensor in state_dict.items():
-    if key == "masked_spec_embed":
-      continue
-    value = tensor.detach().numpy()
-    path = []
-    for part in key.split("."):
-      if part.isdigit():
-        path[-1] += f"_{part}"
-      else:
-        path.append(part)
-    if path[-3:-1] == ["parametrizations", "weight"]:
-      path = path[:-3] + [{"original0": "weight_g", "original1": "weight_v"}[path[-1]]]
-    elif path[-1] == "weight":
-      if value.ndim == 3:
-        path[-1], value = "kernel", value.transpose(2, 1, 0)
-      elif value.ndim == 2:
-        path[-1], value = "kernel", value.T
-      else:
-        path[-1] = "scale"
-    node = params
-    for name in path[:-1]:
-      node = node.setdefault(name, {})
-    node[path[-1]] = jnp.asarray(np.ascontiguousarray(value))
-  return params
+def torch_to_flax(state_dict, config: Wav2Vec2Config) -> dict:
+  """The Flax parameter tree of a PyTorch Wav2Vec2Model state dict, through the real loader."""
+  state = {key: tensor.detach().numpy() for key, tensor in state_dict.items()}
+  updates, report = wav2vec2_checkpoint.convert(state, config)
+  report.check()
+  return param_tree.unflatten(updates)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +54,7 @@ def models(request, torch):
   with torch.no_grad():
     for parameter in model.parameters():
       parameter.add_(0.2 * torch.randn_like(parameter))
-  return config, model, torch_to_flax(model.state_dict())
+  return config, model, torch_to_flax(model.state_dict(), config)
 
 
 @pytest.fixture(scope="module")

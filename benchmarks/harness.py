@@ -1,0 +1,111 @@
+"""Shared pieces of the benchmarks: machine facts, the f32 matmul peak, a timed train step.
+
+Every benchmark measures its reference (the matmul peak, or the peer model) in the same
+process and run as its subject, and prints the load average before and after, since a
+benchmark on a shared 2-core machine is only as good as the machine's idleness.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import demo
+from synclipmae_jax import flops, optimizer, sharding, train, train_state
+from synclipmae_jax.models import synclipmae
+
+
+def mid_config():
+  """A mid-size model: ViT-S/16 encoder at 112 px, decoder 256 x 4, 8 clips x 8 frames."""
+  c = demo.get_config()
+  c.model.update(encoder_size="S", image_size=112, patch_size=16)
+  c.model.decoder.update(width=256, depth=4, num_heads=8, mlp_dim=1024)
+  c.data.update(global_batch_size=8, window_frames=8)
+  return c
+
+
+def machine() -> str:
+  cpu = platform.processor() or platform.machine()
+  with open("/proc/cpuinfo") as f:
+    for line in f:
+      if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+  return f"{cpu}, {os.cpu_count()} cores, jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].platform}"
+
+
+def load() -> str:
+  return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def timed(fn, repeats: int) -> list[float]:
+  """Seconds of each of `repeats` calls of fn() (which must block until its result is ready)."""
+  out = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    out.append(time.perf_counter() - start)
+  return out
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10, dtype=jnp.float32) -> float:
+  """FLOP/s of a jitted n^3 matmul (median of `repeats`, after one warm-up)."""
+  a = jnp.ones((n, n), dtype)
+  b = jnp.ones((n, n), dtype)
+  f = jax.jit(jnp.matmul)
+  f(a, b).block_until_ready()
+  return 2 * n ** 3 / statistics.median(timed(lambda: f(a, b).block_until_ready(), repeats))
+
+
+def random_batch(config, seed: int = 0) -> dict:
+  rng = np.random.default_rng(seed)
+  b, t, s = config.data.global_batch_size, config.data.window_frames, config.model.image_size
+  return {"frames": rng.integers(0, 256, (b, t, s, s, 3), dtype=np.uint8),
+          "audio": rng.uniform(-0.5, 0.5, (b, t * 640)).astype(np.float32),
+          "face_boxes": np.tile([0.2, 0.15, 0.8, 0.95], (b, t, 1)).astype(np.float32),
+          "mouth_boxes": np.tile([0.35, 0.65, 0.65, 0.85], (b, t, 1)).astype(np.float32),
+          "identity_id": np.arange(b, dtype=np.int32)}
+
+
+class TrainStep:
+  """The real jitted train step of `config` on `devices`, with an initialised state and batch."""
+
+  def __init__(self, config, devices=None):
+    self.config = config
+    self.mesh = sharding.make_mesh(config.mesh, devices)
+    self.rules = sharding.rules(config)
+    model = synclipmae.build(config.model)
+    audio_encoder = train.build_audio_encoder(config.model.audio)
+    tx, schedule = optimizer.make(config.optim, config.num_train_steps)
+    fns = train_state.make(config, model, audio_encoder, tx, schedule,
+                           sharding.num_batch_shards(self.mesh))
+    abstract, init, self.step, _ = train_state.jit_all(fns, self.mesh, self.rules,
+                                                      jax.random.PRNGKey(0))
+    features = jax.eval_shape(lambda f, a: audio_encoder.apply({"params": f}, a, config.data.window_frames),
+                              abstract.frozen, fns.dummy_batch["audio"])
+    w2v = audio_encoder.wav2vec2_config if config.model.audio.frontend == "wav2vec2" else None
+    self.flops = flops.train_step_flops(config, features.shape[-1], features.shape[-2], w2v)
+    self.num_params = sum(x.size for x in jax.tree.leaves(abstract.params))
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      self.state = init(jax.random.PRNGKey(0))
+      self.batch = sharding.global_batch(random_batch(config), self.mesh)
+    self.compile_seconds = None
+
+  def __call__(self):
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      self.state, metrics = self.step(self.state, self.batch)
+    jax.block_until_ready(metrics)
+
+  def compile(self) -> float:
+    start = time.perf_counter()
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      self.step.lower(self.state, self.batch).compile()
+    self.compile_seconds = time.perf_counter() - start
+    return self.compile_seconds

@@ -1,0 +1,1 @@
+"""Command-line tools that work on a config without training it (AOT compilation)."""

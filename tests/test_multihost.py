@@ -1,0 +1,140 @@
+"""Real multi-host training: two processes on localhost == one process, and resume.
+
+Two `python -m synclipmae_jax.main --jax_distributed` processes (loopback coordinator, gloo CPU
+collectives, 4 fake CPU devices each) train the tiny config on the (data=2, fsdp=2, tensor=2)
+mesh, each feeding its own block of every global batch and saving its own iterator state with
+every checkpoint. A second two-process job resumes a copy of that run from its step-2
+checkpoint (as after a crash: the later checkpoints are removed) and trains to the end.
+Both end with the parameters of this (single) process training on its 8 fake devices with the
+same mesh.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import portpicker
+import pytest
+
+from configs import demo
+from synclipmae_jax import train
+
+pytestmark = pytest.mark.slow
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 6
+TIMEOUT = 600
+
+
+def _command(data_dir, workdir):
+  return [sys.executable, "-m", "synclipmae_jax.main", "--config=configs/demo.py:tiny",
+          f"--workdir={workdir}", f"--config.data.directory={data_dir}",
+          "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
+          f"--config.num_train_steps={STEPS}", "--config.checkpoint_every_steps=2",
+          "--config.keep_checkpoints=10", f"--config.eval_every_steps={STEPS}",
+          f"--config.image_every_steps={STEPS}", "--config.log_every_steps=1"]
+
+
+def _env(num_devices):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
+  env["PYTHONPATH"] = os.pathsep.join([REPO, env.get("PYTHONPATH", "")])
+  return env
+
+
+def _check(procs, logs):
+  for i, (proc, log) in enumerate(zip(procs, logs)):
+    try:
+      rc = proc.wait(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+      for p in procs:
+        p.kill()
+      rc = "timeout"
+    if rc != 0:
+      with open(log) as f:
+        tail = f.read()[-4000:]
+      pytest.fail(f"process {i} exited with {rc}:\n{tail}")
+
+
+def _run_two_processes(data_dir, workdir):
+  port = portpicker.pick_unused_port()
+  procs, logs = [], []
+  for i in range(2):
+    logs.append(f"{workdir}.process{i}.log")
+    with open(logs[-1], "w") as f:
+      procs.append(subprocess.Popen(
+          _command(data_dir, workdir) + [
+              "--jax_distributed", f"--coordinator_address=127.0.0.1:{port}",
+              "--num_processes=2", f"--process_id={i}"],
+          cwd=REPO, env=_env(4), stdout=f, stderr=subprocess.STDOUT))
+  _check(procs, logs)
+
+
+def _params(workdir, step):
+  """The trainable parameters of a checkpoint, restored onto this process's first device."""
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  checkpointer = ocp.StandardCheckpointer()
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        checkpointer.metadata(path).item_metadata)
+  return jax.device_get(checkpointer.restore(path, target)["params"])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("multihost")
+  data_dir = str(root / "data")
+  config = demo.get_config("tiny")
+  config.data.directory = data_dir
+  train.dataset_paths(config)  # generated once here; both processes then only read it
+  single, multi, resumed = (str(root / n) for n in ("single", "multi", "resumed"))
+  config.mesh.update(data=2, fsdp=2, tensor=2)  # what _command's flags set, in this process
+  config.update(num_train_steps=STEPS, checkpoint_every_steps=2, keep_checkpoints=10,
+                eval_every_steps=STEPS, image_every_steps=STEPS, log_every_steps=1)
+  assert jax.process_count() == 1 and jax.device_count() == 8, "tests/conftest.py fakes 8 devices"
+  train.train_and_evaluate(config, single)
+  _run_two_processes(data_dir, multi)
+  shutil.copytree(multi, resumed)
+  for step in os.listdir(os.path.join(resumed, "checkpoints")):
+    if step.isdigit() and int(step) > 2:
+      shutil.rmtree(os.path.join(resumed, "checkpoints", step))
+  os.remove(os.path.join(resumed, "metrics.json"))
+  _run_two_processes(data_dir, resumed)
+  return {"single": single, "multi": multi, "resumed": resumed}
+
+
+def test_each_process_saves_its_iterator_state(runs):
+  for step in (2, 4, STEPS):
+    saved = os.listdir(os.path.join(runs["multi"], "checkpoints", str(step), "iter"))
+    assert sorted(f for f in saved if f.startswith("process_")) == [
+        "process_0-of-2.json", "process_1-of-2.json"], saved
+
+
+def test_two_processes_match_one_process_on_eight_devices(runs):
+  single, multi = _params(runs["single"], STEPS), _params(runs["multi"], STEPS)
+  leaves = jax.tree_util.tree_leaves_with_path(single)
+  multi_leaves = dict(jax.tree_util.tree_leaves_with_path(multi))
+  assert len(leaves) == len(multi_leaves)
+  for path, value in leaves:
+    name = jax.tree_util.keystr(path)
+    if name.endswith("['key_bias']"):
+      # Zero gradient in exact arithmetic (softmax ignores a per-query constant): AdamW turns
+      # rounding noise, which depends on the reduction order, into steps of about the learning
+      # rate (<= 6e-5 here), so only their size is comparable.
+      assert np.abs(value).max() < 3e-4 and np.abs(multi_leaves[path]).max() < 3e-4, name
+      continue
+    np.testing.assert_allclose(value, multi_leaves[path], rtol=1e-4, atol=1e-6, err_msg=name)
+  initial = _params(runs["single"], 2)
+  assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(initial), jax.tree.leaves(single)))
+
+
+def test_resumed_two_process_run_reproduces_the_uninterrupted_one(runs):
+  assert sorted(int(s) for s in os.listdir(os.path.join(runs["resumed"], "checkpoints"))
+                if s.isdigit()) == [2, 4, STEPS]
+  straight, resumed = _params(runs["multi"], STEPS), _params(runs["resumed"], STEPS)
+  for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
