@@ -33,4 +33,5 @@ class AudioAdapter(nn.Module):
                      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("audio_features",)),
                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("audio_features",)))(x)
     x = layers.dense(self.width, ("audio_features", "mlp"), self.dtype, "proj_in")(x)
-    return layers.dense(self.width, ("mlp", "embed"), self.dtype, "proj_out")(nn.gelu(x))
+    return layers.dense(self.width, ("mlp", "embed"), self.dtype, "proj_out")(
+        nn.gelu(x, approximate=False))

@@ -83,6 +83,7 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
+  """Transformer MLP with the exact (erf) GELU of Sapiens, ViTMAE and torch's nn.GELU."""
   mlp_dim: int
   dtype: Dtype = jnp.float32
 
@@ -90,7 +91,7 @@ class Mlp(nn.Module):
   def __call__(self, x):
     width = x.shape[-1]
     h = dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "fc1")(x)
-    h = constrain(nn.gelu(h), "batch", "length", "act_mlp")
+    h = constrain(nn.gelu(h, approximate=False), "batch", "length", "act_mlp")
     return dense(width, ("mlp", "embed"), self.dtype, "fc2")(h)
 
 
