@@ -15,7 +15,6 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from configs import demo
 from synclipmae_jax import flops, optimizer, sharding, train, train_state
@@ -64,16 +63,6 @@ def matmul_peak(n: int = 2048, repeats: int = 10, dtype=jnp.float32) -> float:
   return 2 * n ** 3 / statistics.median(timed(lambda: f(a, b).block_until_ready(), repeats))
 
 
-def random_batch(config, seed: int = 0) -> dict:
-  rng = np.random.default_rng(seed)
-  b, t, s = config.data.global_batch_size, config.data.window_frames, config.model.image_size
-  return {"frames": rng.integers(0, 256, (b, t, s, s, 3), dtype=np.uint8),
-          "audio": rng.uniform(-0.5, 0.5, (b, t * 640)).astype(np.float32),
-          "face_boxes": np.tile([0.2, 0.15, 0.8, 0.95], (b, t, 1)).astype(np.float32),
-          "mouth_boxes": np.tile([0.35, 0.65, 0.65, 0.85], (b, t, 1)).astype(np.float32),
-          "identity_id": np.arange(b, dtype=np.int32)}
-
-
 class TrainStep:
   """The real jitted train step of `config` on `devices`, with an initialised state and batch."""
 
@@ -95,7 +84,7 @@ class TrainStep:
     self.num_params = sum(x.size for x in jax.tree.leaves(abstract.params))
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       self.state = init(jax.random.PRNGKey(0))
-      self.batch = sharding.global_batch(random_batch(config), self.mesh)
+      self.batch = sharding.global_batch(train_state.random_batch(config), self.mesh)
     self.compile_seconds = None
 
   def __call__(self):

@@ -13,6 +13,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from synclipmae_jax import objective, sharding
@@ -45,6 +46,19 @@ def dummy_batch(config) -> dict:
           "face_boxes": jax.ShapeDtypeStruct((b, t, 4), jnp.float32),
           "mouth_boxes": jax.ShapeDtypeStruct((b, t, 4), jnp.float32),
           "identity_id": jax.ShapeDtypeStruct((b,), jnp.int32)}
+
+
+def random_batch(config, seed: int = 0, clips_per_identity: int = 1) -> dict:
+  """A random host batch of `dummy_batch`'s shapes (tests, benchmarks): noise frames and audio,
+  fixed face / mouth boxes, `clips_per_identity` consecutive clips per identity id."""
+  spec = dummy_batch(config)
+  b, t = spec["face_boxes"].shape[:2]
+  rng = np.random.default_rng(seed)
+  return {"frames": rng.integers(0, 256, spec["frames"].shape, dtype=np.uint8),
+          "audio": rng.uniform(-0.5, 0.5, spec["audio"].shape).astype(np.float32),
+          "face_boxes": np.tile(np.float32([0.2, 0.15, 0.8, 0.95]), (b, t, 1)),
+          "mouth_boxes": np.tile(np.float32([0.35, 0.65, 0.65, 0.85]), (b, t, 1)),
+          "identity_id": (np.arange(b) // clips_per_identity).astype(np.int32)}
 
 
 def group_size(config, num_batch_shards: int) -> int:

@@ -9,7 +9,6 @@ import time
 import flax.linen as nn
 import jax
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 import pytest
 
@@ -35,17 +34,6 @@ def tiny_config(data_dir, **overrides):
   return c
 
 
-def random_batch(config, seed=0):
-  rng = np.random.default_rng(seed)
-  b, t, s = config.data.global_batch_size, config.data.window_frames, config.model.image_size
-  face = np.tile([0.2, 0.15, 0.8, 0.95], (b, t, 1)).astype(np.float32)
-  mouth = np.tile([0.35, 0.65, 0.65, 0.85], (b, t, 1)).astype(np.float32)
-  return {"frames": rng.integers(0, 256, (b, t, s, s, 3), dtype=np.uint8),
-          "audio": rng.uniform(-0.5, 0.5, (b, t * 640)).astype(np.float32),
-          "face_boxes": face, "mouth_boxes": mouth,
-          "identity_id": np.repeat(np.arange(b // 2), 2).astype(np.int32)}
-
-
 def run_steps(config, mesh, batches):
   rules = sharding.rules(config)
   model = synclipmae.build(config.model)
@@ -65,7 +53,7 @@ def run_steps(config, mesh, batches):
 def test_sharded_step_matches_single_device(data_dir):
   assert jax.device_count() == 8, "tests/conftest.py fakes 8 CPU devices"
   config = tiny_config(data_dir, **{"loss.contrastive.group_size": 2})
-  batches = [random_batch(config, s) for s in range(2)]
+  batches = [train_state.random_batch(config, s, clips_per_identity=2) for s in range(2)]
   single = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
   state1, hist1 = run_steps(config, single, batches)
   config.mesh.update(data=2, fsdp=2, tensor=2)
@@ -114,7 +102,8 @@ def test_frozen_wav2vec2_gets_no_update_and_no_optimizer_state(data_dir):
     frozen_before = jax.device_get(state.frozen)
     params_before = jax.device_get(state.params)
     for s in range(2):
-      state, _ = step(state, sharding.global_batch(random_batch(config, s), mesh))
+      batch = train_state.random_batch(config, s, clips_per_identity=2)
+      state, _ = step(state, sharding.global_batch(batch, mesh))
   frozen_after = jax.device_get(state.frozen)
   assert jax.tree.leaves(frozen_before), "wav2vec2 has parameters"
   for a, b in zip(jax.tree.leaves(frozen_before), jax.tree.leaves(frozen_after)):

@@ -99,16 +99,6 @@ def make_functions(config, mesh):
   return train_state.jit_all(fns, mesh, sharding.rules(config), jax.random.PRNGKey(0))
 
 
-def random_batch(config, seed):
-  rng = np.random.default_rng(seed)
-  b, t, s = config.data.global_batch_size, config.data.window_frames, config.model.image_size
-  return {"frames": rng.integers(0, 256, (b, t, s, s, 3), dtype=np.uint8),
-          "audio": rng.uniform(-0.5, 0.5, (b, t * 640)).astype(np.float32),
-          "face_boxes": np.tile([0.2, 0.15, 0.8, 0.95], (b, t, 1)).astype(np.float32),
-          "mouth_boxes": np.tile([0.35, 0.65, 0.65, 0.85], (b, t, 1)).astype(np.float32),
-          "identity_id": np.repeat(np.arange(b // 2), 2).astype(np.int32)}
-
-
 def test_loaded_frozen_wav2vec2_stays_bit_identical_over_sharded_training_steps(checkpoints):
   config = with_init(checkpoints)
   config.mesh.update(data=1, fsdp=2, tensor=2)
@@ -121,7 +111,8 @@ def test_loaded_frozen_wav2vec2_stays_bit_identical_over_sharded_training_steps(
     loaded_frozen = jax.device_get(state.frozen)
     loaded_params = jax.device_get(state.params)
     for s in range(2):
-      state, _ = step(state, sharding.global_batch(random_batch(config, s), mesh))
+      batch = train_state.random_batch(config, s, clips_per_identity=2)
+      state, _ = step(state, sharding.global_batch(batch, mesh))
   assert [r.kind for r in reports] == ["wav2vec2", "sapiens", "vitmae"]
   expected = param_tree.flatten(wav2vec2_checkpoint.load(checkpoints["wav2vec2"])[1])
   frozen_after = param_tree.flatten(jax.device_get(state.frozen)["wav2vec2"])

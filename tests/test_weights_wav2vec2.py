@@ -12,18 +12,10 @@ import transformers
 
 from synclipmae_jax.models import audio_encoder, wav2vec2
 from synclipmae_jax.weights import param_tree, wav2vec2_checkpoint
+from wav2vec2_tiny import TINY, VARIANTS, tiny_config
 
 torch = pytest.importorskip("torch")
 
-TINY = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-    conv_dim=(16, 16, 16), conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2))
-VARIANTS = {
-    "base": dict(feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False,
-                 num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4),
-    "stable": dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
-                   num_conv_pos_embeddings=15, num_conv_pos_embedding_groups=4),
-}
 # Heads of Wav2Vec2ForPreTraining / ForCTC that an old-style checkpoint carries next to the model.
 HEAD_KEYS = {"quantizer.codevectors": (1, 640, 128), "project_q.weight": (256, 128),
              "project_hid.weight": (256, 32), "lm_head.weight": (32, 32)}
@@ -80,7 +72,7 @@ def max_errors(ours, reference):
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
 def tiny(request, tmp_path_factory):
   """(config, torch model, new-generation dir, old-generation dir) for a tiny variant."""
-  config = transformers.Wav2Vec2Config(**TINY, **VARIANTS[request.param])
+  config = tiny_config(request.param)
   model = random_torch_model(config)
   root = tmp_path_factory.mktemp(f"w2v_{request.param}")
   model.save_pretrained(root / "new")

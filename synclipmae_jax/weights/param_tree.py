@@ -31,6 +31,12 @@ class Rule:
   transform: str
 
 
+def layer_norm_rules(target: str, source: str) -> list[Rule]:
+  """PyTorch LayerNorm `source.weight` / `source.bias` -> flax `target/scale` / `target/bias`."""
+  return [Rule(f"{target}/scale", (f"{source}.weight",), np.asarray, "norm weight -> scale"),
+          Rule(f"{target}/bias", (f"{source}.bias",), np.asarray, "copy")]
+
+
 def flatten(tree: MappingType[str, Any], prefix: str = "") -> dict[str, Any]:
   """{'a/b/c': leaf} for a nested dict tree."""
   flat = {}

@@ -102,15 +102,11 @@ def _rules(keys: set[str], shapes: dict[str, tuple[int, ...]], seed: int) -> lis
         f"cls_token + pos_embed[cls slot], + N(0, {PROMPT_NOISE_STD}^2) noise (seed {seed}) "
         "per prompt"))
   if "ln1.weight" in keys:
-    rules += [param_tree.Rule("ln_out/scale", ("ln1.weight",), np.asarray,
-                              "final norm weight -> scale"),
-              param_tree.Rule("ln_out/bias", ("ln1.bias",), np.asarray, "copy")]
+    rules += param_tree.layer_norm_rules("ln_out", "ln1")  # the final norm
   for i in range(depth):
     src, dst = f"layers.{i}.", f"blocks/layers_{i}/"
     for norm, name in (("ln1", "ln_self"), ("ln2", "ln_mlp")):
-      rules += [param_tree.Rule(f"{dst}{name}/scale", (f"{src}{norm}.weight",), np.asarray,
-                                "norm weight -> scale"),
-                param_tree.Rule(f"{dst}{name}/bias", (f"{src}{norm}.bias",), np.asarray, "copy")]
+      rules += param_tree.layer_norm_rules(f"{dst}{name}", f"{src}{norm}")
     for index, name in enumerate(("query", "key", "value")):
       rules += [
           param_tree.Rule(f"{dst}self_attn/{name}_kernel", (f"{src}attn.qkv.weight",),

@@ -78,9 +78,7 @@ def _rules(state: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]],
                       lambda pe: grid_resize.resize(_pos_grid(pe), grid),
                       f"drop the cls slot, bicubic antialiased resize to {grid} x {grid} "
                       "if needed"),
-      param_tree.Rule("ln_out/scale", ("decoder.decoder_norm.weight",), np.asarray,
-                      "norm weight -> scale"),
-      param_tree.Rule("ln_out/bias", ("decoder.decoder_norm.bias",), np.asarray, "copy"),
+      *param_tree.layer_norm_rules("ln_out", "decoder.decoder_norm"),
       param_tree.Rule("head/kernel", ("decoder.decoder_pred.weight",), linear,
                       "Linear weight (out, in) -> kernel (in, out): transpose"),
       param_tree.Rule("head/bias", ("decoder.decoder_pred.bias",), np.asarray, "copy"),
@@ -102,9 +100,7 @@ def _rules(state: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]],
   for i in range(depth):
     src, dst = f"decoder.decoder_layers.{i}.", f"blocks/layers_{i}/"
     for norm, name in (("layernorm_before", "ln_self"), ("layernorm_after", "ln_mlp")):
-      rules += [param_tree.Rule(f"{dst}{name}/scale", (f"{src}{norm}.weight",), np.asarray,
-                                "norm weight -> scale"),
-                param_tree.Rule(f"{dst}{name}/bias", (f"{src}{norm}.bias",), np.asarray, "copy")]
+      rules += param_tree.layer_norm_rules(f"{dst}{name}", f"{src}{norm}")
     for proj, name in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value")):
       rules += [
           param_tree.Rule(f"{dst}self_attn/{name}_kernel", (f"{src}attention.{proj}.weight",),
