@@ -1,0 +1,115 @@
+r"""Benchmarks of the data path: preparation speed per stage, training-pipeline throughput.
+
+  python -m data_pipelines.prepare.benchmark --input_dir ../shared/fixtures/hdtf \
+      --output /tmp/bench --repeat 4 --json_out benchmarks/results/data_preparation.json
+
+1. Preparation in one process (`--workers 0`, so CPU time is this process's): seconds of
+   video per CPU second for each stage (decode: both decoding passes and the audio;
+   detect: the detector; track: scene cuts, tracking, segments; crop; encode: JPEG
+   encoding and serialisation), from the run's summary. `--repeat` lists every input
+   that many times (as distinct speakers) to average over a longer run.
+2. The grain training pipeline over the prepared shards at the pretrain config's clip
+   size (224 x 224 crops, windows of `configs/pretrain.py`'s window_frames), in the main
+   process (worker_count 0): clips per second of wall time and per CPU second, and, as the
+   reference measured in the same run, how many clips per CPU second bare decoding of the
+   same number of stored frames reaches (`schema.decode_frames`: the floor cost of any
+   pipeline over these records). Their ratio is the pipeline's efficiency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import shutil
+import time
+
+import grain
+
+from configs import pretrain
+from data_pipelines import grain_pipeline
+from data_pipelines import schema
+from data_pipelines.prepare import plan
+from data_pipelines.prepare import prepare
+from data_pipelines.prepare import process
+
+
+def preparation(rows: list[dict], output: str, image_size: int) -> dict:
+  """Prepares `rows` in this process; returns per-stage speeds and the wall time."""
+  start = time.perf_counter()
+  summary = prepare.prepare(rows, output, process.PrepareOptions(image_size=image_size),
+                            workers=0, progress=False)
+  wall = time.perf_counter() - start
+  video = summary["hours_decoded"] * 3600
+  cpu = summary["cpu_seconds"]
+  return {"video_seconds": video, "wall_seconds": wall,
+          "video_seconds_per_cpu_second": {
+              **{k: round(v, 2) for k, v in summary["video_seconds_per_cpu_second"].items()},
+              "all_stages": round(video / sum(cpu.values()), 2)},
+          "face_detection_rate": summary["face_detection_rate"]}
+
+
+def pipeline(paths: list[str], batch_size: int, window_frames: int, batches: int) -> dict:
+  """Times `batches` batches of the training pipeline (after one warm-up batch)."""
+  ds = grain_pipeline.make_train_dataset(paths, global_batch_size=batch_size,
+                                         window_frames=window_frames, seed=0)
+  it = grain_pipeline.make_train_iterator(ds)
+  next(it)
+  wall, cpu = time.perf_counter(), time.process_time()
+  for _ in range(batches):
+    batch = next(it)
+  wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+  clips = batches * batch_size
+  bare = bare_decoding(paths, clips, window_frames)
+  return {"clips_per_second": round(clips / wall, 1), "clips_per_cpu_second": round(clips / cpu, 1),
+          "reference_bare_decoding_clips_per_cpu_second": round(bare, 1),
+          "pipeline_over_bare_decoding": round(clips / cpu / bare, 3),
+          "batch_shapes": {k: "x".join(map(str, v.shape)) for k, v in batch.items()}}
+
+
+def bare_decoding(paths: list[str], clips: int, window_frames: int) -> float:
+  """Clips per CPU second of decoding `window_frames` stored frames per clip, nothing else."""
+  source = grain.sources.ArrayRecordDataSource(list(paths))
+  parsed = [schema.parse(source[i]) for i in range(len(source))]
+  cpu = time.process_time()
+  for i in range(clips):
+    schema.decode_frames(parsed[i % len(parsed)], 0, window_frames)
+  return clips / (time.process_time() - cpu)
+
+
+def main(argv: list[str] | None = None) -> dict:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--input_dir", required=True)
+  p.add_argument("--output", required=True, help="scratch directory (replaced)")
+  p.add_argument("--repeat", type=int, default=1)
+  p.add_argument("--batches", type=int, default=20)
+  p.add_argument("--batch_size", type=int, default=16)
+  p.add_argument("--json_out", help="also write the result here")
+  a = p.parse_args(argv)
+  shutil.rmtree(a.output, ignore_errors=True)
+  rows = []
+  for k in range(a.repeat):  # the same files under other names: a longer run
+    for row in plan.scan_folder(a.input_dir):
+      link = os.path.join(a.output, "inputs", f"{k}_{os.path.basename(row['path'])}")
+      os.makedirs(os.path.dirname(link), exist_ok=True)
+      os.symlink(os.path.abspath(row["path"]), link)
+      rows.append({"path": link, "split": "train"})
+  config = pretrain.get_config()
+  size, window = config.model.image_size, config.data.window_frames
+  result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                       f"Python {platform.python_version()}",
+            "preparation": preparation(rows, os.path.join(a.output, "data"), size)}
+  paths = sorted(glob.glob(os.path.join(a.output, "data", "train-*.array_record")))
+  result["training_pipeline"] = {"image_size": size, "window_frames": window,
+                                 **pipeline(paths, a.batch_size, window, a.batches)}
+  print(json.dumps(result, indent=1))
+  if a.json_out:
+    with open(a.json_out, "w", encoding="utf-8") as f:
+      json.dump(result, f, indent=1)
+  return result
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,108 @@
+"""Face detection behind a small interface, and the shipped detector (MTCNN).
+
+A detector takes a batch of RGB frames and returns, per frame, the faces it finds: a box,
+a confidence and optionally five landmarks (the eyes, the nose tip and the two mouth
+corners). Any object with a `detect(images)` method of that shape plugs in
+(`load_detector("my_package.my_module:MyDetector", weights="/my/weights.onnx")`), so users
+can run their own detector with their own weight files.
+
+The shipped detector is MTCNN (Zhang et al. 2016) from the `mtcnn` package (MIT licence),
+whose wheel carries its three small networks (2 MB) and runs them on the TensorFlow
+already installed for this project: no download at run time. It gives the five landmarks,
+so mouth boxes come from the mouth corners.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+# Landmark rows, in image coordinates (left = smaller x).
+LANDMARK_NAMES = ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")
+
+
+@dataclasses.dataclass(frozen=True)
+class Face:
+  """One detected face, in pixels of the image it was found in."""
+
+  box: np.ndarray  # float32 [4]: (x0, y0, x1, y1)
+  score: float
+  landmarks: np.ndarray | None = None  # float32 [5, 2] (x, y), LANDMARK_NAMES order
+
+  def scaled(self, factor: float) -> Face:
+    """The same face in an image `factor` times larger."""
+    return Face(self.box * factor, self.score,
+                None if self.landmarks is None else self.landmarks * factor)
+
+
+class FaceDetector(Protocol):
+  """What the preparation needs from a detector."""
+
+  def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+    """uint8 RGB images [H, W, 3] (one size per call) -> the faces found in each."""
+
+
+class MtcnnDetector:
+  """MTCNN (P-Net, R-Net, O-Net cascade) with its five landmarks, batched on TensorFlow.
+
+  Args:
+    min_score: faces below this O-Net confidence are dropped.
+    num_threads: TensorFlow intra-op threads (1 per worker process when several run).
+  """
+
+  def __init__(self, min_score: float = 0.9, num_threads: int | None = None):
+    if not 0.0 <= min_score <= 1.0:
+      raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    if num_threads:
+      tf.config.threading.set_intra_op_parallelism_threads(num_threads)
+      tf.config.threading.set_inter_op_parallelism_threads(num_threads)
+    from mtcnn import MTCNN  # pylint: disable=import-outside-toplevel
+    self._mtcnn = MTCNN()
+    self.min_score = min_score
+
+  def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+    if not images:
+      return []
+    # mtcnn scales float inputs in place and expects 0..255 values: hand it float copies.
+    batch = [np.asarray(im, np.float32) for im in images]
+    results = self._mtcnn.detect_faces(batch, box_format="xyxy")
+    if len(results) != len(images):  # mtcnn returns a flat empty array when nothing is found
+      results = [[] for _ in images]
+    faces = []
+    for found in results:
+      faces.append([self._face(f) for f in found if f["confidence"] >= self.min_score])
+    return faces
+
+  @staticmethod
+  def _face(found: dict) -> Face:
+    k = found["keypoints"]
+    eyes = sorted([k["left_eye"], k["right_eye"]], key=lambda p: p[0])
+    mouth = sorted([k["mouth_left"], k["mouth_right"]], key=lambda p: p[0])
+    landmarks = np.array([eyes[0], eyes[1], k["nose"], mouth[0], mouth[1]], np.float32)
+    return Face(np.array(found["box"], np.float32), float(found["confidence"]), landmarks)
+
+
+def load_detector(spec: str = "mtcnn", **kwargs) -> FaceDetector:
+  """A detector by name: "mtcnn" (shipped) or "package.module:ClassName" (yours).
+
+  Args:
+    spec: "mtcnn" or an import path "module:attribute" of a class or factory.
+    **kwargs: passed to the class or factory (e.g. the path of your weight file).
+  """
+  if spec == "mtcnn":
+    return MtcnnDetector(**kwargs)
+  module_name, sep, attribute = spec.partition(":")
+  if not sep or not module_name or not attribute:
+    raise ValueError(f"detector {spec!r} is neither 'mtcnn' nor 'package.module:ClassName'")
+  factory = getattr(importlib.import_module(module_name), attribute)
+  detector = factory(**kwargs)
+  if not callable(getattr(detector, "detect", None)):
+    raise ValueError(f"detector {spec!r} has no detect(images) method")
+  return detector
