@@ -19,6 +19,7 @@ from clu import metric_writers, periodic_actions
 import flax.linen as nn
 import grain
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 import transformers
@@ -65,6 +66,14 @@ def check_finite(step: int, metrics: dict) -> None:
       term = name.removeprefix("loss/")
       raise NonFiniteLossError(
           f"non-finite {term} ({value}) at step {step}; stopping without checkpointing this state")
+
+
+def stop_requested_anywhere(local: bool) -> bool:
+  """Whether any process got SIGTERM. Signals reach the hosts of a pod one by one, and saving
+  a checkpoint is collective, so every process must agree on the step it stops at."""
+  if jax.process_count() == 1:
+    return local
+  return bool(multihost_utils.process_allgather(np.int32(local)).max())
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
@@ -152,7 +161,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   first_step = step
   sums, count, last = {}, 0, {}
   timed_steps, timed_seconds = 0, 0.0  # input + step time, without the compiling first step
-  # SIGTERM (preemption, `kill`): finish the current step, save, exit cleanly.
+  # SIGTERM (preemption, `kill`) on any process: every process finishes the current step,
+  # saves, exits cleanly.
   stop_requested = []
   previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop_requested.append(True))
   loop_start = time.time()
@@ -192,11 +202,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         writer.write_images(step, {"reconstructions": image[None]})
       if step % config.eval_every_steps == 0 or final:
         last.update(run_eval(step))
-      preempted = bool(stop_requested) or manager.reached_preemption(step)
+      if stop_requested_anywhere(bool(stop_requested)):
+        preempted = "SIGTERM on " + ("this process" if stop_requested else "another process")
+      elif manager.reached_preemption(step):
+        preempted = "preemption notice"
+      else:
+        preempted = ""
       if step % config.checkpoint_every_steps == 0 or final or preempted:
         save(step)
       if preempted:
-        logging.warning("SIGTERM/preemption at step %d: checkpoint saved, exiting", step)
+        logging.warning("%s: stopped at step %d, checkpoint saved", preempted, step)
         break
     if step == first_step and step >= config.num_train_steps:
       last = run_eval(step)

@@ -6,13 +6,16 @@ mesh, each feeding its own block of every global batch and saving its own iterat
 every checkpoint. A second two-process job resumes a copy of that run from its step-2
 checkpoint (as after a crash: the later checkpoints are removed) and trains to the end.
 Both end with the parameters of this (single) process training on its 8 fake devices with the
-same mesh.
+same mesh. A third job gets SIGTERM on one process only: both stop at the same step and save it.
 """
 
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -30,13 +33,14 @@ STEPS = 6
 TIMEOUT = 600
 
 
-def _command(data_dir, workdir):
+def _command(data_dir, workdir, steps=STEPS, checkpoint_every=2):
   return [sys.executable, "-m", "synclipmae_jax.main", "--config=configs/demo.py:tiny",
           f"--workdir={workdir}", f"--config.data.directory={data_dir}",
           "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
-          f"--config.num_train_steps={STEPS}", "--config.checkpoint_every_steps=2",
-          "--config.keep_checkpoints=10", f"--config.eval_every_steps={STEPS}",
-          f"--config.image_every_steps={STEPS}", "--config.log_every_steps=1"]
+          f"--config.num_train_steps={steps}",
+          f"--config.checkpoint_every_steps={checkpoint_every}",
+          "--config.keep_checkpoints=10", f"--config.eval_every_steps={steps}",
+          f"--config.image_every_steps={steps}", "--config.log_every_steps=1"]
 
 
 def _env(num_devices):
@@ -60,18 +64,21 @@ def _check(procs, logs):
       pytest.fail(f"process {i} exited with {rc}:\n{tail}")
 
 
-def _run_two_processes(data_dir, workdir):
+def _start_two_processes(command, workdir):
   port = portpicker.pick_unused_port()
   procs, logs = [], []
   for i in range(2):
     logs.append(f"{workdir}.process{i}.log")
     with open(logs[-1], "w") as f:
       procs.append(subprocess.Popen(
-          _command(data_dir, workdir) + [
-              "--jax_distributed", f"--coordinator_address=127.0.0.1:{port}",
-              "--num_processes=2", f"--process_id={i}"],
+          command + ["--jax_distributed", f"--coordinator_address=127.0.0.1:{port}",
+                     "--num_processes=2", f"--process_id={i}"],
           cwd=REPO, env=_env(4), stdout=f, stderr=subprocess.STDOUT))
-  _check(procs, logs)
+  return procs, logs
+
+
+def _run_two_processes(data_dir, workdir):
+  _check(*_start_two_processes(_command(data_dir, workdir), workdir))
 
 
 def _params(workdir, step):
@@ -85,12 +92,18 @@ def _params(workdir, step):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def data_dir(tmp_path_factory):
+  config = demo.get_config("tiny")
+  config.data.directory = str(tmp_path_factory.mktemp("multihost_data"))
+  train.dataset_paths(config)  # generated once here; the processes then only read it
+  return config.data.directory
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_dir):
   root = tmp_path_factory.mktemp("multihost")
-  data_dir = str(root / "data")
   config = demo.get_config("tiny")
   config.data.directory = data_dir
-  train.dataset_paths(config)  # generated once here; both processes then only read it
   single, multi, resumed = (str(root / n) for n in ("single", "multi", "resumed"))
   config.mesh.update(data=2, fsdp=2, tensor=2)  # what _command's flags set, in this process
   config.update(num_train_steps=STEPS, checkpoint_every_steps=2, keep_checkpoints=10,
@@ -138,3 +151,26 @@ def test_resumed_two_process_run_reproduces_the_uninterrupted_one(runs):
   straight, resumed = _params(runs["multi"], STEPS), _params(runs["resumed"], STEPS)
   for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_sigterm_on_one_process_stops_both_at_the_same_saved_step(data_dir, tmp_path):
+  steps = 1000  # far more than run before the signal
+  workdir = str(tmp_path / "sigterm")
+  procs, logs = _start_two_processes(
+      _command(data_dir, workdir, steps, checkpoint_every=steps), workdir)
+  deadline = time.time() + TIMEOUT
+  while time.time() < deadline and procs[1].poll() is None:
+    with open(logs[1]) as f:
+      if re.search(r"\[3\] .*loss/total", f.read()):
+        break
+    time.sleep(0.5)
+  procs[1].send_signal(signal.SIGTERM)  # process 1 only, as when a pod's hosts are preempted
+  _check(procs, logs)
+  saved = [int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit()]
+  assert len(saved) == 1 and 3 <= saved[0] < steps, saved
+  iterators = os.listdir(os.path.join(workdir, "checkpoints", str(saved[0]), "iter"))
+  assert sorted(f for f in iterators if f.startswith("process_")) == [
+      "process_0-of-2.json", "process_1-of-2.json"]
+  for log, who in zip(logs, ("another process", "this process")):
+    with open(log) as f:
+      assert f"SIGTERM on {who}: stopped at step {saved[0]}, checkpoint saved" in f.read(), log
