@@ -11,7 +11,7 @@ fi
 # shellcheck disable=SC1091
 . "$venv/bin/activate"
 stamp="$venv/.synclipmae-installed"
-want="$(cat "$repo/requirements.txt" "$repo"/requirements-*.txt 2>/dev/null | sha1sum | cut -c1-16) $*"
+want="$(cat "$repo/pyproject.toml" "$repo/requirements.txt" "$repo"/requirements-*.txt 2>/dev/null | sha1sum | cut -c1-16) $*"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   python -m pip install -q --upgrade pip
   python -m pip install -q -r "$repo/requirements.txt"
