@@ -13,6 +13,7 @@ import pytest
 from scipy import ndimage
 
 from data_pipelines import schema
+from data_pipelines.prepare import decode
 from data_pipelines.prepare import encode
 from data_pipelines.prepare import plan
 from data_pipelines.prepare import face_detector
@@ -235,3 +236,41 @@ def test_cli_with_a_manifest_and_a_plugged_detector(videos, tmp_path):
                                                                            "whole clip words")
   with pytest.raises(SystemExit):
     prepare.main(["--manifest", str(manifest), "--output", str(out), "--detector_arg", "x"])
+
+
+def _source(videos, name):
+  return process.Source(os.path.join(videos, name), "s", 0, "train", 0)
+
+
+def test_clips_cut_off_by_a_failing_second_decoding_are_reported(videos, monkeypatch):
+  iter_frames = decode.iter_frames
+
+  def breaks_in_pass_two(path, rotation, size=None, errors=None):  # pass 2 decodes full size
+    for t, image in enumerate(iter_frames(path, rotation, size, errors)):
+      if size is None and t == 40:
+        errors.append("simulated break")
+        return
+      yield image
+
+  monkeypatch.setattr(decode, "iter_frames", breaks_in_pass_two)
+  written = []
+  report = process.prepare_file(_source(videos, "a.mp4"), BrightSquareDetector(), OPTIONS,
+                                written.append)
+  assert [(c["start"], c["end"]) for c in report.kept] == [(0.0, 1.2)]
+  assert len(written) == 1
+  assert [(r["start"], r["end"], r["reason"]) for r in report.rejected] == [
+      (1.2, 2.4, rejects.DECODE_ERROR)]
+  assert "simulated break" in report.rejected[0]["detail"]
+
+
+class ForgetfulDetector(BrightSquareDetector):
+  def detect(self, images):
+    return super().detect(images)[:-1]
+
+
+def test_a_detector_returning_too_few_results_is_an_error_not_a_shift(videos):
+  report = process.prepare_file(_source(videos, "a.mp4"), ForgetfulDetector(), OPTIONS,
+                                lambda clip: None)
+  assert report.kept == []
+  assert [r["reason"] for r in report.rejected] == [rejects.ERROR]
+  assert "the detector returned" in report.rejected[0]["detail"]

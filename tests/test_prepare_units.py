@@ -294,6 +294,10 @@ def test_cut_clips_lengths_silence_and_too_short():
                  (130, 165, None), (165, 200, rejects.SILENCE),
                  (200, 200, rejects.NO_FACE)]
   assert segments.active_fraction(audio[:640 * 10], -40) == 1.0
+  # 35 frames with clips of 20 to 30: two equal parts (17, 18) would both be too short.
+  tight = segments.SegmentOptions(min_frames=20, max_frames=30)
+  got = segments.cut_clips([segments.Segment(0, 35, track(0, 35))], audio, tight)
+  assert [(s.start, s.stop, s.reason) for s in got] == [(0, 30, None), (30, 35, rejects.TOO_SHORT)]
   with pytest.raises(ValueError, match="multiple_faces"):
     segments.SegmentOptions(multiple_faces="all")
 

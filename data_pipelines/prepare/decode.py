@@ -184,6 +184,10 @@ def iter_frames(path: str, rotation: int, size: tuple[int, int] | None = None,
           index += 1
 
 
+class _FormatChange(Exception):
+  """The sample rate or channel layout of the audio stream changes mid-stream."""
+
+
 def read_audio(path: str, start: Fraction, num_frames: int, errors: list[str] | None = None
                ) -> tuple[np.ndarray, int]:
   """Mono 16 kHz float32 audio [640 * num_frames] aligned to the video clock.
@@ -209,9 +213,13 @@ def read_audio(path: str, start: Fraction, num_frames: int, errors: list[str] | 
     try:
       for frame in container.decode(stream):
         if rate is None:
-          rate = frame.sample_rate
+          rate, layout = frame.sample_rate, frame.layout.name
           # Planar float at the source rate and layout: a format conversion only (no delay).
           resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=rate)
+        elif (frame.sample_rate, frame.layout.name) != (rate, layout):
+          # Broadcast streams (.ts) may switch; the audio after the switch is not used.
+          raise _FormatChange(f"the audio changes from {rate} Hz {layout} to "
+                              f"{frame.sample_rate} Hz {frame.layout.name}")
         time = _time(frame)
         for out in resampler.resample(frame):
           samples = out.to_ndarray().mean(axis=0, dtype=np.float32)
@@ -233,7 +241,7 @@ def read_audio(path: str, start: Fraction, num_frames: int, errors: list[str] | 
           samples = out.to_ndarray().mean(axis=0, dtype=np.float32)
           chunks.append(samples)
           position += len(samples)
-    except av.error.FFmpegError as e:
+    except (av.error.FFmpegError, _FormatChange) as e:
       if errors is None or not chunks:
         raise rejects.Rejected(rejects.DECODE_ERROR, f"audio after {position} samples: {e}") from e
       broken_at = float(first - start) + position / rate

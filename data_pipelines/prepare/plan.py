@@ -24,6 +24,7 @@ import os
 
 from data_pipelines import schema
 from data_pipelines.prepare import process
+from data_pipelines.prepare import shards
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".mpg", ".mpeg",
                     ".ts", ".3gp")
@@ -155,8 +156,5 @@ def load_or_store(output: str, plan: dict, parameters: dict) -> dict:
                        f"inputs and options, or use a new output directory")
     return stored
   os.makedirs(output, exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(record, f, indent=1)
-  os.replace(tmp, path)
+  shards.write_json(path, record)
   return record

@@ -108,8 +108,10 @@ def _detect(source: Source, info: decode.MediaInfo, detector: face_detector.Face
 
   def flush():
     with _Clock(report, "detect"):
-      for found in detector.detect(batch):
-        faces.append([f.scaled(1 / scale) for f in found])
+      found = detector.detect(batch)
+    if len(found) != len(batch):  # a plugged-in detector: never shift faces against frames
+      raise RuntimeError(f"the detector returned {len(found)} results for {len(batch)} images")
+    faces.extend([f.scaled(1 / scale) for f in image_faces] for image_faces in found)
     batch.clear()
 
   frames = decode.iter_frames(source.path, info.rotation, size, errors)
@@ -197,7 +199,6 @@ def _crop_and_write(source: Source, info: decode.MediaInfo, clips: list[segments
                     audio: np.ndarray, options: PrepareOptions,
                     write: Callable[[schema.Clip], None], report: FileReport) -> None:
   """Pass 2: crops the frames of `clips` and writes each clip when complete."""
-  spf = schema.SAMPLES_PER_FRAME
   plans = []
   for number, c in enumerate(clips):
     track = c.track
@@ -214,12 +215,29 @@ def _crop_and_write(source: Source, info: decode.MediaInfo, clips: list[segments
     for f in range(plan["clip"].start, plan["clip"].stop):
       by_frame[f].append(plan)
   last = max(c.stop for c in clips)
-  frames = decode.iter_frames(source.path, info.rotation)
+  errors, written = [], set()
+  frames = decode.iter_frames(source.path, info.rotation, errors=errors)
+  try:
+    _crop_frames(source, frames, last, by_frame, audio, options, write, report, written)
+  finally:
+    frames.close()
+  for plan in plans:  # the second decoding ended early (it met an error the first did not)
+    c = plan["clip"]
+    if plan["number"] not in written:
+      report.reject(c.start, c.stop, rejects.DECODE_ERROR,
+                    "the second decoding pass ended before this clip's last frame"
+                    + (f": {'; '.join(errors)}" if errors else ""))
+
+
+def _crop_frames(source: Source, frames, last: int, by_frame: dict, audio: np.ndarray,
+                 options: PrepareOptions, write: Callable[[schema.Clip], None],
+                 report: FileReport, written: set[int]) -> None:
+  spf = schema.SAMPLES_PER_FRAME
   for f in range(last):
     with _Clock(report, "decode"):
       image = next(frames, None)
-    if image is None:  # the second decode ended early: keep what is complete
-      break
+    if image is None:
+      return
     for plan in by_frame.get(f, ()):
       c = plan["clip"]
       with _Clock(report, "crop"):
@@ -237,10 +255,10 @@ def _crop_and_write(source: Source, info: decode.MediaInfo, clips: list[segments
               transcript=source.transcript if whole else "", emotion=source.emotion)
           plan["frames"] = []
           write(clip)
+          written.add(plan["number"])
         report.kept.append({
             "clip_id": clip.clip_id, "path": source.path, "speaker": source.speaker,
             "identity_id": source.identity_id, "split": source.split, "start": c.start / schema.FPS,
             "end": c.stop / schema.FPS, "num_frames": c.num_frames,
             "face_size": round(c.track.size, 1),
             "mouth_from": "landmarks" if c.track.mouth_corners is not None else "face_box"})
-  frames.close()

@@ -44,17 +44,13 @@ def finalize(output: str, stored_plan: dict) -> dict:
                     key=lambda r: (r["path"], r["start"]))
   files = [f for p in parts for f in p["files"]]
 
-  with open(os.path.join(output, MANIFEST + ".tmp"), "w", encoding="utf-8") as f:
-    for c in kept:
-      f.write(json.dumps(c) + "\n")
-  os.replace(os.path.join(output, MANIFEST + ".tmp"), os.path.join(output, MANIFEST))
-  with open(os.path.join(output, REJECTS + ".tmp"), "w", encoding="utf-8") as f:
-    f.write("path\tstart\tend\treason\tdetail\n")
-    for r in rejected:
-      end = "" if r["end"] is None else f"{r['end']:.2f}"
-      detail = r["detail"].replace("\t", " ").replace("\n", " ")
-      f.write(f"{r['path']}\t{r['start']:.2f}\t{end}\t{r['reason']}\t{detail}\n")
-  os.replace(os.path.join(output, REJECTS + ".tmp"), os.path.join(output, REJECTS))
+  shards.write_text(os.path.join(output, MANIFEST), "".join(json.dumps(c) + "\n" for c in kept))
+  lines = ["path\tstart\tend\treason\tdetail\n"]
+  for r in rejected:
+    end = "" if r["end"] is None else f"{r['end']:.2f}"
+    detail = r["detail"].replace("\t", " ").replace("\n", " ")
+    lines.append(f"{r['path']}\t{r['start']:.2f}\t{end}\t{r['reason']}\t{detail}\n")
+  shards.write_text(os.path.join(output, REJECTS), "".join(lines))
 
   reasons = collections.Counter(r["reason"] for r in rejected)
   rejected_hours = collections.Counter()
@@ -72,7 +68,8 @@ def finalize(output: str, stored_plan: dict) -> dict:
       "identities": {s: len({c["identity_id"] for c in kept if c["split"] == s})
                      for s in schema.SPLITS},
       "files": {"total": len(files), "with_clips": len({c["path"] for c in kept}),
-                "rejected_whole": len({r["path"] for r in rejected if r["end"] is None})},
+                "rejected_whole": len({r["path"] for r in rejected  # reject(0, None): whole
+                                       if r["start"] == 0 and r["end"] is None})},
       "rejected": {reason: {"count": reasons[reason], "hours": rejected_hours[reason]}
                    for reason in rejects.REASONS if reasons[reason]},
       "face_detection_rate": (sum(f["detection_rate"] * f["num_frames"] for f in files)

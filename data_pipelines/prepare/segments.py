@@ -129,6 +129,9 @@ def cut_clips(segments: list[Segment], audio: np.ndarray, options: SegmentOption
               ) -> list[Segment]:
   """Cuts kept segments into clips of at most max_frames and rejects the short or silent ones.
 
+  A segment longer than max_frames becomes equal parts when they can all be at least
+  min_frames long, else clips of max_frames and a remainder (rejected if too short).
+
   Args:
     segments: from `scene_segments`; rejected ones pass through unchanged.
     audio: the file's float audio [640 * num_frames].
@@ -146,7 +149,10 @@ def cut_clips(segments: list[Segment], audio: np.ndarray, options: SegmentOption
           detail=f"{s.num_frames} frames < {options.min_frames}"))
       continue
     parts = math.ceil(s.num_frames / options.max_frames)
-    bounds = np.linspace(s.start, s.stop, parts + 1).round().astype(int)
+    if parts <= s.num_frames // options.min_frames:  # equal parts, each in [min, max]
+      bounds = np.linspace(s.start, s.stop, parts + 1).round().astype(int)
+    else:  # equal parts would all be too short: full-length clips, the rest rejected
+      bounds = np.append(np.arange(s.start, s.stop, options.max_frames), s.stop)
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
       piece = dataclasses.replace(s, start=a, stop=b)
       active = active_fraction(audio[spf * a:spf * b], options.silence_db)

@@ -1,9 +1,11 @@
 """Atomic outputs: an ArrayRecord shard or a JSON file appears whole or not at all.
 
-Everything is written to a temporary name next to its destination and renamed into place
-when complete (a rename within one filesystem is atomic), so an interrupted run leaves
-only temporary files, which the next run deletes; the training globs
-(`train-*.array_record`) never match them.
+Everything is written to a temporary name next to its destination (unique per host,
+process and file, so tasks sharing the directory never write the same one), flushed to
+disk, and renamed into place when complete (a rename within one filesystem is atomic);
+the directory is flushed after the rename, so a done-marker written next can never reach
+the disk before the data it marks. An interrupted run leaves only temporary files, which
+the next run deletes; the training globs (`train-*.array_record`) never match them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import glob
 import json
 import os
+import socket
+import uuid
 
 from array_record.python import array_record_module
 
@@ -18,7 +22,22 @@ SUFFIX = ".array_record"
 
 
 def _temporary(path: str) -> str:
-  return f"{path}.tmp-{os.getpid()}"
+  return f"{path}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _fsync(path: str) -> None:
+  """Flushes a file's data, or a directory's entries, to disk."""
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def _commit(tmp: str, path: str) -> None:
+  _fsync(tmp)
+  os.replace(tmp, path)
+  _fsync(os.path.dirname(os.path.abspath(path)))
 
 
 class AtomicShard:
@@ -34,10 +53,11 @@ class AtomicShard:
     self.path = path
     self.count = 0
     self._writer = None
+    self._tmp = _temporary(path)
 
   def write(self, record: bytes) -> None:
     if self._writer is None:
-      self._writer = array_record_module.ArrayRecordWriter(_temporary(self.path), "group_size:1")
+      self._writer = array_record_module.ArrayRecordWriter(self._tmp, "group_size:1")
     self._writer.write(record)
     self.count += 1
 
@@ -45,23 +65,28 @@ class AtomicShard:
     """Closes and renames the shard into place; returns its number of records."""
     if self._writer is not None:
       self._writer.close()
-      os.replace(_temporary(self.path), self.path)
+      _commit(self._tmp, self.path)
       self._writer = None
     return self.count
 
   def abort(self) -> None:
     if self._writer is not None:
       self._writer.close()
-      os.remove(_temporary(self.path))
+      os.remove(self._tmp)
       self._writer = None
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` atomically."""
+  tmp = _temporary(path)
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  _commit(tmp, path)
 
 
 def write_json(path: str, obj) -> None:
   """Writes `obj` as JSON to `path` atomically."""
-  tmp = _temporary(path)
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
+  write_text(path, json.dumps(obj, indent=1))
 
 
 def remove_temporaries(paths: list[str]) -> int:
