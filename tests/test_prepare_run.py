@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import os
 
 import grain
@@ -215,6 +216,21 @@ def test_worker_processes_give_the_same_result(prepared, videos, tmp_path):
   for a, b in zip(records(tmp_path), records(reference), strict=True):
     assert a["clip_id"] == b["clip_id"] and a["frames"] == b["frames"]
     np.testing.assert_array_equal(a["audio"], b["audio"])
+
+
+class DyingDetector(BrightSquareDetector):
+  """Kills the worker process it runs in at its first call (as the OOM killer would)."""
+
+  def detect(self, images):
+    if os.environ.get("DIE_IN_WORKER") and multiprocessing.parent_process() is not None:
+      os._exit(9)
+    return super().detect(images)
+
+
+def test_a_dying_worker_stops_the_run_with_a_clear_error(videos, tmp_path, monkeypatch):
+  monkeypatch.setenv("DIE_IN_WORKER", "1")  # spawned workers inherit it
+  with pytest.raises(RuntimeError, match="a worker process died"):
+    run(videos, tmp_path, workers=2, detector="tests.test_prepare_run:DyingDetector")
 
 
 def test_cli_with_a_manifest_and_a_plugged_detector(videos, tmp_path):

@@ -21,6 +21,7 @@ or `--finalize`, writes the reports (`report.py`).
 from __future__ import annotations
 
 import argparse
+from concurrent import futures
 import dataclasses
 import json
 import multiprocessing
@@ -142,9 +143,16 @@ def prepare(rows: list[dict], output: str, options: process.PrepareOptions, *,
       if workers > 1 and detector == "mtcnn":
         detector_kwargs.setdefault("num_threads", 1)  # one core per worker
       context = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
-      with context.Pool(min(workers, len(jobs)), _init_worker, (detector, detector_kwargs)) as pool:
-        for part in pool.imap_unordered(_worker, jobs):
-          done(part)
+      with futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context,
+                                       initializer=_init_worker,
+                                       initargs=(detector, detector_kwargs)) as pool:
+        try:
+          for future in futures.as_completed([pool.submit(_worker, job) for job in jobs]):
+            done(future.result())
+        except futures.process.BrokenProcessPool as e:
+          raise RuntimeError(
+              "a worker process died (killed for lack of memory?); the shards finished so far "
+              "are kept: re-run the same command to resume, perhaps with fewer --workers") from e
   if all(os.path.exists(report.part_path(output, s["name"])) for s in stored["shards"]):
     return report.finalize(output, stored)
   return None
