@@ -10,7 +10,6 @@ timed before and after the steps.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -48,10 +47,7 @@ def main(argv):
     print(f"{name}: {row['step_s']:.3f} s/step, {row['clips_per_s']:.2f} clips/s, "
           f"{row['achieved_flops'] / 1e9:.1f} GFLOP/s = {100 * row['fraction_of_peak']:.0f} % of "
           f"the {peak / 1e9:.1f} GFLOP/s f32 matmul peak")
-  print(f"load after: {harness.load()}")
-  os.makedirs(os.path.dirname(_OUT.value), exist_ok=True)
-  with open(_OUT.value, "w") as f:
-    json.dump({"machine": harness.machine(), "rows": rows}, f, indent=1)
+  harness.finish(_OUT.value, {"rows": rows})
 
 
 if __name__ == "__main__":

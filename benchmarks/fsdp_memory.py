@@ -10,7 +10,6 @@ bytes from XLA's memory analysis (`tools/aot.compile_report`, the AOT tool's own
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -41,9 +40,7 @@ def main(argv):
     print(f"fsdp={n}: params {s['params'] / MIB:.1f} MiB, opt_state {s['opt_state'] / MIB:.1f}, "
           f"batch {s['batch'] / MIB:.1f}, args {m['argument'] / MIB:.1f}, temp {m['temp'] / MIB:.1f}, "
           f"total {m['total'] / MIB:.1f} MiB per device")
-  print(f"load after: {harness.load()}")
-  with open(_OUT.value, "w") as f:
-    json.dump({"machine": harness.machine(), "rows": rows}, f, indent=1)
+  harness.finish(_OUT.value, {"rows": rows})
 
 
 if __name__ == "__main__":

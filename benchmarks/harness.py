@@ -7,6 +7,7 @@ benchmark on a shared 2-core machine is only as good as the machine's idleness.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -42,6 +43,14 @@ def machine() -> str:
 
 def load() -> str:
   return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def finish(path: str, result: dict) -> None:
+  """Prints the load after the run and writes `result` (with the machine) as JSON to `path`."""
+  print(f"load after: {load()}")
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "w") as f:
+    json.dump({"machine": machine(), **result}, f, indent=1)
 
 
 def timed(fn, repeats: int) -> list[float]:

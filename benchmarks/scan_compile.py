@@ -9,7 +9,6 @@ compile seconds of the real train step, and the first step's time after compilin
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -34,9 +33,7 @@ def main(argv):
       seconds = step.compile()
       rows.append({"encoder": encoder, "scan_layers": scan, "compile_s": seconds})
       print(f"encoder {encoder}, scan_layers={scan}: compile {seconds:.1f} s")
-  print(f"load after: {harness.load()}")
-  with open(_OUT.value, "w") as f:
-    json.dump({"machine": harness.machine(), "rows": rows}, f, indent=1)
+  harness.finish(_OUT.value, {"rows": rows})
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ peak (2048^3) is measured in the same run.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -82,7 +81,7 @@ def main(argv):
   torch_peak, jax_peak = torch_matmul_peak(), harness.matmul_peak()
   t_torch, t_ours = statistics.median(torch_times), statistics.median(our_times)
   result = {
-      "machine": harness.machine(), "torch": torch.__version__, "images_per_step": IMAGES,
+      "torch": torch.__version__, "images_per_step": IMAGES,
       "torch_params": torch_params, "our_params": ours.num_params,
       "torch_step_s": torch_times, "our_step_s": our_times,
       "torch_img_per_s": IMAGES / t_torch, "our_img_per_s": IMAGES / t_ours,
@@ -95,10 +94,8 @@ def main(argv):
   print(f"ours: {IMAGES / t_ours:.3f} img/s ({t_ours:.2f} s/step, {ours.num_params / 1e6:.1f} M params, "
         f"{ours.flops / t_ours / 1e9:.1f} GFLOP/s = {100 * result['our_fraction_of_jax_peak']:.0f} % of "
         f"XLA's {jax_peak / 1e9:.0f} GFLOP/s f32 matmul peak)")
-  print(f"ours / torch (img/s): {result['ours_over_torch']:.2f}; load after: {harness.load()}")
-  os.makedirs(os.path.dirname(_OUT.value), exist_ok=True)
-  with open(_OUT.value, "w") as f:
-    json.dump(result, f, indent=1)
+  print(f"ours / torch (img/s): {result['ours_over_torch']:.2f}")
+  harness.finish(_OUT.value, result)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from transformers import Wav2Vec2Config
 from synclipmae_jax.models import wav2vec2
 from synclipmae_jax.weights import param_tree, wav2vec2_checkpoint
 from wav2vec2_tiny import TINY, VARIANTS, tiny_config
+from torch_peers import random_eval_model
 
 NUM_SAMPLES = 1999
 
@@ -36,11 +37,7 @@ def models(request, torch):
   """(config, torch model in eval mode with randomised weights, converted Flax params)."""
   from transformers import Wav2Vec2Model as TorchWav2Vec2Model
   config = tiny_config(request.param)
-  torch.manual_seed(0)
-  model = TorchWav2Vec2Model(config).eval()
-  with torch.no_grad():
-    for parameter in model.parameters():
-      parameter.add_(0.2 * torch.randn_like(parameter))
+  model = random_eval_model(TorchWav2Vec2Model, config)
   return config, model, torch_to_flax(model.state_dict(), config)
 
 

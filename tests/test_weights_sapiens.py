@@ -23,6 +23,7 @@ import transformers
 from synclipmae_jax import masking
 from synclipmae_jax.models import vit
 from synclipmae_jax.weights import checkpoint_files, param_tree, sapiens_checkpoint
+from torch_peers import random_eval_model
 
 torch = pytest.importorskip("torch")
 
@@ -38,13 +39,9 @@ def random_peer():
       mlp_ratio=SIZE.mlp_dim // SIZE.width, patch_size=PATCH, image_size=CHECKPOINT_GRID * PATCH,
       num_register_tokens=2, layerscale_value=1.0, layer_norm_eps=1e-6,
       hidden_act="gelu", qkv_bias=True, attn_implementation="eager")
-  torch.manual_seed(0)
-  peer = transformers.Dinov2WithRegistersModel(config).eval()
-  with torch.no_grad():
-    for name, parameter in peer.named_parameters():
-      if "layer_scale" not in name:  # mmpretrain's ViT has no layer scale: keep it at 1
-        parameter.add_(0.2 * torch.randn_like(parameter))
-  return peer
+  # mmpretrain's ViT has no layer scale: keep it at 1
+  return random_eval_model(transformers.Dinov2WithRegistersModel, config,
+                           keep=lambda name: "layer_scale" in name)
 
 
 def to_mmpretrain(peer) -> dict:

@@ -28,6 +28,7 @@ import transformers
 
 from synclipmae_jax.models import decoder
 from synclipmae_jax.weights import checkpoint_files, param_tree, vitmae_checkpoint
+from torch_peers import random_eval_model
 
 torch = pytest.importorskip("torch")
 
@@ -50,12 +51,7 @@ def random_peer(encoder_width: int = ENCODER_WIDTH):
       decoder_num_hidden_layers=DEPTH, decoder_num_attention_heads=HEADS,
       decoder_intermediate_size=MLP, patch_size=PATCH, image_size=GRID * PATCH,
       hidden_act="gelu", layer_norm_eps=1e-6, attn_implementation="eager")
-  torch.manual_seed(0)
-  peer = transformers.ViTMAEForPreTraining(config).eval()
-  with torch.no_grad():
-    for parameter in peer.parameters():
-      parameter.add_(0.2 * torch.randn_like(parameter))
-  return peer
+  return random_eval_model(transformers.ViTMAEForPreTraining, config)
 
 
 def hub_state_dict(peer) -> dict:

@@ -13,22 +13,13 @@ import transformers
 from synclipmae_jax.models import audio_encoder, wav2vec2
 from synclipmae_jax.weights import param_tree, wav2vec2_checkpoint
 from wav2vec2_tiny import TINY, VARIANTS, tiny_config
+from torch_peers import random_eval_model
 
 torch = pytest.importorskip("torch")
 
 # Heads of Wav2Vec2ForPreTraining / ForCTC that an old-style checkpoint carries next to the model.
 HEAD_KEYS = {"quantizer.codevectors": (1, 640, 128), "project_q.weight": (256, 128),
              "project_hid.weight": (256, 32), "lm_head.weight": (32, 32)}
-
-
-def random_torch_model(config):
-  """transformers' Wav2Vec2Model in eval mode, every parameter randomised (also norms, biases)."""
-  torch.manual_seed(0)
-  model = transformers.Wav2Vec2Model(config).eval()
-  with torch.no_grad():
-    for parameter in model.parameters():
-      parameter.add_(0.2 * torch.randn_like(parameter))
-  return model
 
 
 def write_old_generation(model, config, directory) -> None:
@@ -73,7 +64,7 @@ def max_errors(ours, reference):
 def tiny(request, tmp_path_factory):
   """(config, torch model, new-generation dir, old-generation dir) for a tiny variant."""
   config = tiny_config(request.param)
-  model = random_torch_model(config)
+  model = random_eval_model(transformers.Wav2Vec2Model, config)
   root = tmp_path_factory.mktemp(f"w2v_{request.param}")
   model.save_pretrained(root / "new")
   write_old_generation(model, config, root / "old")
@@ -148,7 +139,7 @@ def test_alignment_modes_match_the_same_operation_around_pytorch(tiny):
 def base_size(tmp_path_factory):
   """A randomly initialised wav2vec 2.0 base (Wav2Vec2Config() defaults) in both generations."""
   config = transformers.Wav2Vec2Config()
-  model = random_torch_model(config)
+  model = random_eval_model(transformers.Wav2Vec2Model, config)
   root = tmp_path_factory.mktemp("w2v_base")
   model.save_pretrained(root / "new")
   write_old_generation(model, config, root / "old")

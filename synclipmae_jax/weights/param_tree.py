@@ -136,19 +136,20 @@ def stack_layers(updates: MappingType[str, np.ndarray],
 def run_rules(rules: list[Rule], state_dict: MappingType[str, np.ndarray],
               target_shapes: MappingType[str, Shape], report: report_lib.LoadReport,
               key_names: MappingType[str, str] | None = None
-              ) -> tuple[dict[str, np.ndarray], set[str]]:
-  """Applies `rules`; records mappings and problems in `report`.
+              ) -> dict[str, np.ndarray]:
+  """Applies `rules`; records mappings and problems in `report`, and every checkpoint key
+  that no rule read as unknown (nothing is dropped silently).
 
   Args:
     rules: one per target parameter.
     state_dict: canonical checkpoint key -> array.
     target_shapes: parameter path -> shape (per-layer paths).
-    report: receives a Mapping per converted parameter and a problem per missing key or
-      shape mismatch.
+    report: receives a Mapping per converted parameter and a problem per missing key, shape
+      mismatch or unknown key.
     key_names: canonical key -> the key as written in the checkpoint (for the report).
 
   Returns:
-    (parameter path -> array, the set of canonical keys the rules read).
+    parameter path -> array.
   """
   key_names = key_names or {}
   updates, consumed = {}, set()
@@ -174,4 +175,6 @@ def run_rules(rules: list[Rule], state_dict: MappingType[str, np.ndarray],
     updates[rule.target] = value
     report.mappings.append(report_lib.Mapping(names, source_shapes, rule.target, target_shape,
                                               rule.transform))
-  return updates, consumed
+  for key in sorted(set(state_dict) - consumed):
+    report.unknown_key(key_names.get(key, key), state_dict[key].shape)
+  return updates

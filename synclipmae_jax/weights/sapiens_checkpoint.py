@@ -157,9 +157,7 @@ def convert(state_dict: dict[str, np.ndarray], encoder_shapes: dict[str, tuple[i
         f"on [0, 1], Sapiens {PIXEL_MEAN_255 / 255} / {PIXEL_STD_255 / 255}")
   shapes = param_tree.per_layer_shapes(encoder_shapes)
   rules = _rules(set(backbone), shapes, seed)
-  updates, consumed = param_tree.run_rules(rules, backbone, shapes, report, key_names)
-  for key in sorted(set(backbone) - consumed):
-    report.unknown_key(key_names[key], backbone[key].shape)
+  updates = param_tree.run_rules(rules, backbone, shapes, report, key_names)
   converted = {rule.target for rule in rules}
   for target in ("prompts", "ln_out/scale", "ln_out/bias"):
     if target not in converted:

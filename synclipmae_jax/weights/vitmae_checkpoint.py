@@ -159,9 +159,7 @@ def convert(state_dict: dict[str, np.ndarray], decoder_shapes: dict[str, tuple[i
       state[canonical_key(key)], key_names[canonical_key(key)] = value, key
   shapes = param_tree.per_layer_shapes(decoder_shapes)
   rules = _rules(state, shapes, report)
-  updates, consumed = param_tree.run_rules(rules, state, shapes, report, key_names)
-  for key in sorted(set(state) - consumed):
-    report.unknown_key(key_names[key], state[key].shape)
+  updates = param_tree.run_rules(rules, state, shapes, report, key_names)
   converted = {rule.target for rule in rules} | {k.target for k in report.kept}
   for target in sorted(set(shapes) - converted):
     report.kept.append(report_lib.Kept(target, shapes[target], _new_parameter_reason(target)))

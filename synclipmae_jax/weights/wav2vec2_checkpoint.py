@@ -99,9 +99,7 @@ def convert(state_dict: dict[str, np.ndarray], config: transformers.Wav2Vec2Conf
       canonical[canonical_key(key)], key_names[canonical_key(key)] = value, key
   shapes = target_shapes(config)
   rules = [_rule(p, s) for p, s in shapes.items()]
-  updates, consumed = param_tree.run_rules(rules, canonical, shapes, report, key_names)
-  for key in sorted(set(canonical) - consumed):
-    report.unknown_key(key_names[key], canonical[key].shape)
+  updates = param_tree.run_rules(rules, canonical, shapes, report, key_names)
   return updates, report
 
 
