@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from configs import demo
 from synclipmae_jax import flops, optimizer, sharding, train, train_state
+from synclipmae_jax.models import audio_encoder as audio_encoder_lib
 from synclipmae_jax.models import synclipmae
 
 
@@ -80,7 +81,7 @@ class TrainStep:
     self.mesh = sharding.make_mesh(config.mesh, devices)
     self.rules = sharding.rules(config)
     model = synclipmae.build(config.model)
-    audio_encoder = train.build_audio_encoder(config.model.audio)
+    audio_encoder = audio_encoder_lib.build(config.model.audio)
     tx, schedule = optimizer.make(config.optim, config.num_train_steps)
     fns = train_state.make(config, model, audio_encoder, tx, schedule,
                            sharding.num_batch_shards(self.mesh))

@@ -22,7 +22,6 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
-import transformers
 
 from data_pipelines import grain_pipeline, synthetic_dataset
 from synclipmae_jax import config_schema, evaluation, flops, optimizer, sharding, train_state, visualize
@@ -33,15 +32,6 @@ from synclipmae_jax.models import synclipmae
 
 class NonFiniteLossError(RuntimeError):
   """A loss term or the gradient norm became NaN or infinite; nothing was checkpointed."""
-
-
-def build_audio_encoder(audio_config) -> audio_encoder_lib.AudioEncoder:
-  w2v = None
-  if audio_config.frontend == "wav2vec2":
-    w2v = transformers.Wav2Vec2Config(**audio_config.wav2vec2.to_dict())
-  return audio_encoder_lib.AudioEncoder(
-      frontend=audio_config.frontend, alignment=audio_config.alignment, wav2vec2_config=w2v,
-      n_mels=audio_config.n_mels, context_frames=audio_config.context_frames)
 
 
 def dataset_paths(config) -> tuple[list[str], list[str]]:
@@ -103,7 +93,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
   # ---------------------------------------------------------------- model
   model = synclipmae.build(config.model)
-  audio_encoder = build_audio_encoder(config.model.audio)
+  audio_encoder = audio_encoder_lib.build(config.model.audio)
   tx, schedule = optimizer.make(config.optim, config.num_train_steps)
   fns = train_state.make(config, model, audio_encoder, tx, schedule, batch_shards)
 

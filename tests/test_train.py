@@ -14,6 +14,7 @@ import pytest
 
 from configs import demo
 from synclipmae_jax import config_schema, optimizer, sharding, train, train_state
+from synclipmae_jax.models import audio_encoder as audio_encoder_lib
 from synclipmae_jax.models import synclipmae
 
 
@@ -37,7 +38,7 @@ def tiny_config(data_dir, **overrides):
 def run_steps(config, mesh, batches):
   rules = sharding.rules(config)
   model = synclipmae.build(config.model)
-  audio_encoder = train.build_audio_encoder(config.model.audio)
+  audio_encoder = audio_encoder_lib.build(config.model.audio)
   tx, schedule = optimizer.make(config.optim, config.num_train_steps)
   fns = train_state.make(config, model, audio_encoder, tx, schedule, sharding.num_batch_shards(mesh))
   _, init, step, _ = train_state.jit_all(fns, mesh, rules, jax.random.PRNGKey(0))
@@ -74,7 +75,7 @@ def test_sharded_parameters_are_split_over_fsdp_and_tensor(data_dir):
   config.mesh.update(data=2, fsdp=2, tensor=2)
   mesh = sharding.make_mesh(config.mesh)
   model = synclipmae.build(config.model)
-  audio_encoder = train.build_audio_encoder(config.model.audio)
+  audio_encoder = audio_encoder_lib.build(config.model.audio)
   tx, schedule = optimizer.make(config.optim, 4)
   fns = train_state.make(config, model, audio_encoder, tx, schedule, 4)
   abstract, *_ = train_state.jit_all(fns, mesh, sharding.rules(config), jax.random.PRNGKey(0))
@@ -93,7 +94,7 @@ def test_frozen_wav2vec2_gets_no_update_and_no_optimizer_state(data_dir):
   mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
   rules = sharding.rules(config)
   model = synclipmae.build(config.model)
-  audio_encoder = train.build_audio_encoder(config.model.audio)
+  audio_encoder = audio_encoder_lib.build(config.model.audio)
   tx, schedule = optimizer.make(config.optim, 4)
   fns = train_state.make(config, model, audio_encoder, tx, schedule, 1)
   _, init, step, _ = train_state.jit_all(fns, mesh, rules, jax.random.PRNGKey(0))

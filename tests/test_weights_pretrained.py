@@ -14,6 +14,7 @@ import transformers
 
 from configs import demo
 from synclipmae_jax import config_schema, optimizer, sharding, train, train_state, weights
+from synclipmae_jax.models import audio_encoder as audio_encoder_lib
 from synclipmae_jax.models import synclipmae
 from synclipmae_jax.weights import param_tree, pretrained, wav2vec2_checkpoint
 
@@ -92,7 +93,7 @@ def test_missing_checkpoint_files_are_listed_before_compiling(checkpoints, tmp_p
 
 def make_functions(config, mesh):
   model = synclipmae.build(config.model)
-  audio_encoder = train.build_audio_encoder(config.model.audio)
+  audio_encoder = audio_encoder_lib.build(config.model.audio)
   tx, schedule = optimizer.make(config.optim, config.num_train_steps)
   fns = train_state.make(config, model, audio_encoder, tx, schedule,
                          sharding.num_batch_shards(mesh))

@@ -220,3 +220,13 @@ def init_frozen_params(module: AudioEncoder, rng: jax.Array, num_frames: int) ->
   waveform = jnp.zeros((1, SAMPLES_PER_FRAME * num_frames), jnp.float32)
   variables = jax.jit(module.init, static_argnums=2)(rng, waveform, num_frames)
   return variables.get("params", {})
+
+
+def build(audio_config) -> AudioEncoder:
+  """The frozen audio front end named by `config.model.audio` (see configs/)."""
+  w2v = None
+  if audio_config.frontend == "wav2vec2":
+    w2v = Wav2Vec2Config(**audio_config.wav2vec2.to_dict())
+  return AudioEncoder(
+      frontend=audio_config.frontend, alignment=audio_config.alignment, wav2vec2_config=w2v,
+      n_mels=audio_config.n_mels, context_frames=audio_config.context_frames)

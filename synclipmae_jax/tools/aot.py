@@ -46,6 +46,7 @@ import numpy as np
 from ml_collections import config_flags
 
 from synclipmae_jax import config_schema, evaluation, flops, optimizer, sharding, train, train_state
+from synclipmae_jax.models import audio_encoder as audio_encoder_lib
 from synclipmae_jax.models import synclipmae
 
 # An AOT compile uses no TPU: let several processes (compiles, tests) load libtpu at once
@@ -194,7 +195,7 @@ def compile_report(config, devices, *, hbm_bytes: int | None = None, min_headroo
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.rules(config)
   model = synclipmae.build(config.model)
-  audio_encoder = train.build_audio_encoder(config.model.audio)
+  audio_encoder = audio_encoder_lib.build(config.model.audio)
   tx, schedule = optimizer.make(config.optim, config.num_train_steps)
   fns = train_state.make(config, model, audio_encoder, tx, schedule, sharding.num_batch_shards(mesh))
   abstract, _, train_step, _ = train_state.jit_all(fns, mesh, rules, jax.random.PRNGKey(config.seed))

@@ -47,7 +47,7 @@ def convert(kind: str, path: str, config, shapes: dict[str, tuple[int, ...]]
   _check_kind(kind)
   if kind == "wav2vec2":
     expected = transformers.Wav2Vec2Config(**config.model.audio.wav2vec2.to_dict())
-    # train.build_audio_encoder keeps AudioEncoder's default per-utterance normalisation.
+    # audio_encoder.build keeps AudioEncoder's default per-utterance normalisation.
     _, updates, report = wav2vec2_checkpoint.convert_directory(
         path, expected, audio_encoder.AudioEncoder.normalize_waveform)
     return updates, report
