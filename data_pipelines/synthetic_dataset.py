@@ -1,4 +1,4 @@
-"""Writes the procedural talking-face dataset (`synthetic_faces`) to ArrayRecord shards.
+"""Writes the procedural talking-face dataset (`data_pipelines.synthetic`) to ArrayRecord shards.
 
 Layout of the dataset directory:
 
@@ -34,9 +34,10 @@ from array_record.python import array_record_module
 from tqdm import tqdm
 
 from data_pipelines import schema
-from data_pipelines import synthetic_faces
+from data_pipelines.synthetic import talking_face
+from data_pipelines.synthetic import identity
 
-GENERATOR_VERSION = 2  # bump when synthetic_faces changes what it draws, to invalidate old datasets
+GENERATOR_VERSION = 2  # bump when data_pipelines.synthetic changes what it draws (invalidates old datasets)
 INFO_FILE = "dataset_info.json"
 SPLITS = ("train", "validation")
 
@@ -97,9 +98,9 @@ def _write(directory: str, parameters: dict) -> dict:
                                                        "group_size:1")
         for clip_id, identity_id in clips.tolist():
           if identity_id not in identities:
-            identities[identity_id] = synthetic_faces.make_identity(identity_id, seed)
+            identities[identity_id] = identity.make_identity(identity_id, seed)
           speech_seed, ambient_seed = clip_seeds(seed, clip_id)
-          clip = synthetic_faces.generate_clip(
+          clip = talking_face.generate_clip(
               identities[identity_id], clip_id=clip_id, num_frames=frames[split],
               image_size=parameters["image_size"], speech_seed=speech_seed,
               ambient_seed=ambient_seed, split=split)

@@ -88,7 +88,7 @@ def test_interrupted_generation_keeps_the_old_dataset(tmp_path, monkeypatch):
   directory = str(tmp_path / "d")
   paths = sd.ensure_synthetic_dataset(directory, **(DATASET | dict(num_train_clips=2)))
   before = {p: open(p, "rb").read() for p in paths["train"] + paths["validation"]}
-  generate = sd.synthetic_faces.generate_clip
+  generate = sd.talking_face.generate_clip
   calls = []
 
   def interrupted(*args, **kwargs):
@@ -97,7 +97,7 @@ def test_interrupted_generation_keeps_the_old_dataset(tmp_path, monkeypatch):
       raise KeyboardInterrupt
     return generate(*args, **kwargs)
 
-  monkeypatch.setattr(sd.synthetic_faces, "generate_clip", interrupted)
+  monkeypatch.setattr(sd.talking_face, "generate_clip", interrupted)
   with pytest.raises(KeyboardInterrupt):
     sd.ensure_synthetic_dataset(directory, **DATASET)
   assert os.listdir(tmp_path) == ["d"]

@@ -5,10 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from data_pipelines import face_weights
 from synclipmae_jax import masking, photometric
 
 GRID = 6
-WEIGHTS = dict(background=1.0, face=2.0, lower_face=4.0, mouth=16.0)
+WEIGHTS = dict(face_weights.DEFAULT_WEIGHTS)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def test_num_visible(ratio, expected):
 def test_both_bypasses_keep_exactly_k_distinct_patches(boxes):
   face, mouth = boxes
   k = 9
-  w = masking.face_weights(face, mouth, GRID, **WEIGHTS)
+  w = face_weights.patch_weights(face, mouth, GRID, **WEIGHTS, xp=jnp)
   for keep in (masking.uniform_keep(jax.random.PRNGKey(1), 512, 36, k),
                masking.weighted_keep(jax.random.PRNGKey(2), w, k)):
     keep = np.asarray(keep)
@@ -46,21 +47,12 @@ def test_both_bypasses_keep_exactly_k_distinct_patches(boxes):
     assert (mask.sum(1) == k).all()
 
 
-def test_face_weights_follow_boxes(boxes):
-  face, mouth = boxes
-  w = np.asarray(masking.face_weights(face[:1], mouth[:1], GRID, **WEIGHTS))[0].reshape(GRID, GRID)
-  assert w[0, 0] == pytest.approx(1.0)  # background corner
-  # patch row 4 (y in [0.667, 0.833]) x col 2/3 (x in [0.333, 0.667]) holds the mouth
-  assert w[4, 2:4].min() > w[2, 2:4].max() > w[0, 0]
-  assert w.max() <= 16.0 + 1e-6
-
-
 def test_face_bypass_favours_the_face_and_mouth(boxes):
   face, mouth = boxes
   k = 9
-  w = masking.face_weights(face, mouth, GRID, **WEIGHTS)
-  mouth_cover = np.asarray(masking._box_coverage(mouth, GRID))[0] > 0
-  face_cover = np.asarray(masking._box_coverage(face, GRID))[0] > 0
+  w = face_weights.patch_weights(face, mouth, GRID, **WEIGHTS, xp=jnp)
+  mouth_cover = np.asarray(face_weights.box_coverage(mouth, GRID, xp=jnp))[0] > 0
+  face_cover = np.asarray(face_weights.box_coverage(face, GRID, xp=jnp))[0] > 0
   weighted = np.asarray(masking.keep_to_mask(masking.weighted_keep(jax.random.PRNGKey(3), w, k), 36))
   uniform = np.asarray(masking.keep_to_mask(masking.uniform_keep(jax.random.PRNGKey(4), 512, 36, k), 36))
   # uniform: every patch kept with probability k/N; weighted: mouth patches far more often
@@ -79,7 +71,7 @@ def test_weighted_keep_matches_sampling_without_replacement():
 
 def test_top_weight_keep_is_deterministic_top_k(boxes):
   face, mouth = boxes
-  w = masking.face_weights(face[:2], mouth[:2], GRID, **WEIGHTS)
+  w = face_weights.patch_weights(face[:2], mouth[:2], GRID, **WEIGHTS, xp=jnp)
   keep = np.asarray(masking.top_weight_keep(w, 4))
   assert set(keep[0]) == set(np.argsort(-np.asarray(w[0]), kind="stable")[:4])
 

@@ -7,19 +7,17 @@ import json
 import os
 
 import av
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
+from data_pipelines import face_weights
 from data_pipelines import grain_pipeline
 from data_pipelines.prepare import decode
 from data_pipelines.prepare import plan
 from data_pipelines.prepare import prepare
 from data_pipelines.prepare import preview
 from data_pipelines.prepare import process
-from synclipmae_jax import config_schema
-from synclipmae_jax import masking
 from fixture_paths import HDTF
 
 AOC = os.path.join(HDTF, "WDA_AlexandriaOcasioCortez_000.mp4")
@@ -89,7 +87,6 @@ def test_identity_ids_splits_and_labels_from_the_manifest(prepared):
 
 def test_face_weights_concentrate_on_the_moving_mouth(prepared):
   _, _, clips = prepared
-  weights = dict(config_schema.base_config().masking.face_weights)
   patch = 8
   grid = SIZE // patch
   for clip in clips.values():
@@ -98,7 +95,7 @@ def test_face_weights_concentrate_on_the_moving_mouth(prepared):
     assert (mouth[:, 0] > face[:, 0]).all() and (mouth[:, 2] < face[:, 2]).all()
     assert (mouth[:, 1] > (face[:, 1] + face[:, 3]) / 2).all()
     assert np.abs((mouth[:, 0] + mouth[:, 2]) / 2 - (face[:, 0] + face[:, 2]) / 2).max() < 0.15
-    w = np.asarray(masking.face_weights(jnp.asarray(face), jnp.asarray(mouth), grid, **weights))
+    w = face_weights.patch_weights(face, mouth, grid, **face_weights.DEFAULT_WEIGHTS)
     w = w.reshape(-1, grid, grid)
     rows = np.arange(grid)[None, :, None]
     centroid_row = (w * rows).sum(axis=(1, 2)) / w.sum(axis=(1, 2))

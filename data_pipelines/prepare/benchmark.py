@@ -8,9 +8,10 @@ r"""Benchmarks of the data path: preparation speed per stage, training-pipeline 
    detect: the detector; track: scene cuts, tracking, segments; crop; encode: JPEG
    encoding and serialisation), from the run's summary. `--repeat` lists every input
    that many times (as distinct speakers) to average over a longer run.
-2. The grain training pipeline over the prepared shards at the pretrain config's clip
-   size (224 x 224 crops, windows of `configs/pretrain.py`'s window_frames), in the main
-   process (worker_count 0): clips per second of wall time and per CPU second, and, as the
+2. The grain training pipeline over the prepared shards at the clip size given by the
+   flags (`--image_size` crops, the preparation's default 224, and windows of
+   `--window_frames`, by default 8 as in `configs/pretrain.py`), in the main process
+   (worker_count 0): clips per second of wall time and per CPU second, and, as the
    reference measured in the same run, how many clips per CPU second bare decoding of the
    same number of stored frames reaches (`schema.decode_frames`: the floor cost of any
    pipeline over these records). Their ratio is the pipeline's efficiency.
@@ -28,7 +29,6 @@ import time
 
 import grain
 
-from configs import pretrain
 from data_pipelines import grain_pipeline
 from data_pipelines import schema
 from data_pipelines.prepare import plan
@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> dict:
   p.add_argument("--repeat", type=int, default=1)
   p.add_argument("--batches", type=int, default=20)
   p.add_argument("--batch_size", type=int, default=16)
+  p.add_argument("--image_size", type=int, default=process.PrepareOptions.image_size,
+                 help="side of the prepared crops")
+  p.add_argument("--window_frames", type=int, default=8, help="frames per training window")
   p.add_argument("--json_out", help="also write the result here")
   a = p.parse_args(argv)
   shutil.rmtree(a.output, ignore_errors=True)
@@ -96,8 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
       os.makedirs(os.path.dirname(link), exist_ok=True)
       os.symlink(os.path.abspath(row["path"]), link)
       rows.append({"path": link, "split": "train"})
-  config = pretrain.get_config()
-  size, window = config.model.image_size, config.data.window_frames
+  size, window = a.image_size, a.window_frames
   result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                        f"Python {platform.python_version()}",
             "preparation": preparation(rows, os.path.join(a.output, "data"), size)}

@@ -5,7 +5,7 @@ longer side of the face box, centred on the box, resized to `size` x `size` (par
 outside the frame are filled with SyncNet's grey, 110). The face box and the mouth box
 are then expressed in the schema's convention: (x0, y0, x1, y1) normalised by the crop
 width and height, clipped to [0, 1]. The face-preserving mask weights of the training
-(`synclipmae_jax.masking.face_weights`: mouth first, then the lower face, then the face)
+(`data_pipelines.face_weights`: mouth first, then the lower face, then the face)
 are computed from exactly these two boxes.
 
 The mouth box comes from the two mouth corners when the detector gives landmarks (a box

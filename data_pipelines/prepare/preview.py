@@ -4,11 +4,12 @@ r"""Renders prepared clips for a person to check: frames, face-weight map, boxes
       --output previews/ --num_clips 4 --mp4
 
 For each clip, a PNG shows a row of frames spread over the clip with the face-preserving
-keep weights (`synclipmae_jax.masking.face_weights`, the training's own function and
-default weights: mouth, then lower face, then face) overlaid as a heat map, the face box
-(white) and the mouth box (red), and under them the audio waveform of the whole clip
-with the 40 ms window of each shown frame shaded. With --mp4, the clip is also written as
-a 25 fps video with the overlay and its audio (AAC), to hear lip sync.
+keep weights (`data_pipelines.face_weights`, the map the training masks with; the weight of
+each region is a flag, by default the training's: mouth, then lower face, then face)
+overlaid as a heat map, the face box (white) and the mouth box (red), and under them the
+audio waveform of the whole clip with the 40 ms window of each shown frame shaded. With
+--mp4, the clip is also written as a 25 fps video with the overlay and its audio (AAC), to
+hear lip sync.
 """
 
 from __future__ import annotations
@@ -16,30 +17,30 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+from typing import Mapping
 
-import jax.numpy as jnp
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
+from data_pipelines import face_weights  # pylint: disable=wrong-import-position
 from data_pipelines import grain_pipeline  # pylint: disable=wrong-import-position
 from data_pipelines import schema  # pylint: disable=wrong-import-position
 from data_pipelines.prepare import encode  # pylint: disable=wrong-import-position
-from synclipmae_jax import config_schema  # pylint: disable=wrong-import-position
-from synclipmae_jax import masking  # pylint: disable=wrong-import-position
 
 
-def weight_maps(clip: dict, patch: int) -> np.ndarray:
-  """Face-preserving keep weights of every frame, upsampled to pixels: float [N, H, W]."""
+def weight_maps(clip: dict, patch: int,
+                weights: Mapping[str, float] = face_weights.DEFAULT_WEIGHTS) -> np.ndarray:
+  """Face-preserving keep weights of every frame, upsampled to pixels: float [N, H, W].
+
+  `weights` holds the keep weight of each region (the keywords of `face_weights.patch_weights`).
+  """
   size = clip["frames"].shape[1]
   if size % patch:
     raise ValueError(f"frame size {size} is not a multiple of patch {patch}")
   grid = size // patch
-  weights = dict(config_schema.base_config().masking.face_weights)
-  w = masking.face_weights(jnp.asarray(clip["face_boxes"]), jnp.asarray(clip["mouth_boxes"]),
-                           grid, **weights)
-  w = np.asarray(w)
+  w = face_weights.patch_weights(clip["face_boxes"], clip["mouth_boxes"], grid, **weights)
   return w.reshape(-1, grid, grid).repeat(patch, axis=1).repeat(patch, axis=2)
 
 
@@ -49,11 +50,12 @@ def _overlay(frame: np.ndarray, weight: np.ndarray, vmax: float) -> np.ndarray:
   return (0.55 * frame + 0.45 * heat).astype(np.uint8)
 
 
-def render_png(clip: dict, path: str, *, num_frames: int = 6, patch: int = 8) -> None:
+def render_png(clip: dict, path: str, *, num_frames: int = 6, patch: int = 8,
+               weights: Mapping[str, float] = face_weights.DEFAULT_WEIGHTS) -> None:
   """Writes the frames + weight map + boxes + waveform figure of one clip to `path`."""
   frames, audio = clip["frames"], clip["audio"]
   n, size = len(frames), frames.shape[1]
-  maps = weight_maps(clip, patch)
+  maps = weight_maps(clip, patch, weights)
   shown = np.linspace(0, n - 1, min(num_frames, n)).round().astype(int)
   fig = plt.figure(figsize=(2.2 * len(shown), 4.2), dpi=100)
   grid = fig.add_gridspec(2, len(shown), height_ratios=(2.2, 1.0))
@@ -81,9 +83,10 @@ def render_png(clip: dict, path: str, *, num_frames: int = 6, patch: int = 8) ->
   plt.close(fig)
 
 
-def render_mp4(clip: dict, path: str, *, patch: int = 8) -> None:
+def render_mp4(clip: dict, path: str, *, patch: int = 8,
+               weights: Mapping[str, float] = face_weights.DEFAULT_WEIGHTS) -> None:
   """Writes the clip with its weight-map overlay and its audio as an H.264 + AAC mp4."""
-  frames, maps = clip["frames"], weight_maps(clip, patch)
+  frames, maps = clip["frames"], weight_maps(clip, patch, weights)
   size = frames.shape[1] + frames.shape[1] % 2  # yuv420p needs even sides
   images = np.zeros((len(frames), size, size, 3), np.uint8)
   for image, frame, weight in zip(images, frames, maps):
@@ -99,8 +102,12 @@ def main(argv: list[str] | None = None) -> list[str]:
   p.add_argument("--num_clips", type=int, default=4)
   p.add_argument("--num_frames", type=int, default=6, help="frames shown per clip")
   p.add_argument("--patch", type=int, default=8, help="patch size of the weight map")
+  for region, weight in face_weights.DEFAULT_WEIGHTS.items():
+    p.add_argument(f"--{region}_weight", type=float, default=weight,
+                   help=f"keep weight of a patch inside the {region} region")
   p.add_argument("--mp4", action="store_true", help="also write an mp4 per clip")
   a = p.parse_args(argv)
+  weights = {region: getattr(a, f"{region}_weight") for region in face_weights.DEFAULT_WEIGHTS}
   paths = sorted(glob.glob(a.shards))
   if not paths:
     raise ValueError(f"no shard matches {a.shards!r}")
@@ -108,10 +115,10 @@ def main(argv: list[str] | None = None) -> list[str]:
   written = []
   for clip in grain_pipeline.load_eval_clips(paths, max_clips=a.num_clips):
     base = os.path.join(a.output, f"clip_{clip['clip_id']}")
-    render_png(clip, base + ".png", num_frames=a.num_frames, patch=a.patch)
+    render_png(clip, base + ".png", num_frames=a.num_frames, patch=a.patch, weights=weights)
     written.append(base + ".png")
     if a.mp4:
-      render_mp4(clip, base + ".mp4", patch=a.patch)
+      render_mp4(clip, base + ".mp4", patch=a.patch, weights=weights)
       written.append(base + ".mp4")
   print("\n".join(written))
   return written
