@@ -13,14 +13,11 @@ import platform
 import statistics
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from configs import demo
-from synclipmae_jax import flops, optimizer, sharding, train, train_state
-from synclipmae_jax.models import audio_encoder as audio_encoder_lib
-from synclipmae_jax.models import synclipmae
+from synclipmae_jax import experiment, sharding, train_state
 
 
 def mid_config():
@@ -78,33 +75,23 @@ class TrainStep:
 
   def __init__(self, config, devices=None):
     self.config = config
-    self.mesh = sharding.make_mesh(config.mesh, devices)
-    self.rules = sharding.rules(config)
-    model = synclipmae.build(config.model)
-    audio_encoder = audio_encoder_lib.build(config.model.audio)
-    tx, schedule = optimizer.make(config.optim, config.num_train_steps)
-    fns = train_state.make(config, model, audio_encoder, tx, schedule,
-                           sharding.num_batch_shards(self.mesh))
-    abstract, init, self.step, _ = train_state.jit_all(fns, self.mesh, self.rules,
-                                                      jax.random.PRNGKey(0))
-    features = jax.eval_shape(lambda f, a: audio_encoder.apply({"params": f}, a, config.data.window_frames),
-                              abstract.frozen, fns.dummy_batch["audio"])
-    w2v = audio_encoder.wav2vec2_config if config.model.audio.frontend == "wav2vec2" else None
-    self.flops = flops.train_step_flops(config, features.shape[-1], features.shape[-2], w2v)
-    self.num_params = sum(x.size for x in jax.tree.leaves(abstract.params))
-    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-      self.state = init(jax.random.PRNGKey(0))
-      self.batch = sharding.global_batch(train_state.random_batch(config), self.mesh)
+    self.exp = experiment.build(config, sharding.make_mesh(config.mesh, devices))
+    self.step = self.exp.train_step
+    self.flops = self.exp.step_flops
+    self.num_params = self.exp.num_params
+    with self.exp.scope():
+      self.state = self.exp.init(jax.random.PRNGKey(0))
+      self.batch = sharding.global_batch(train_state.random_batch(config), self.exp.mesh)
     self.compile_seconds = None
 
   def __call__(self):
-    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+    with self.exp.scope():
       self.state, metrics = self.step(self.state, self.batch)
     jax.block_until_ready(metrics)
 
   def compile(self) -> float:
     start = time.perf_counter()
-    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+    with self.exp.scope():
       self.step.lower(self.state, self.batch).compile()
     self.compile_seconds = time.perf_counter() - start
     return self.compile_seconds

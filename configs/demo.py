@@ -2,7 +2,7 @@ r"""The embedded demo: SyncLipMAE on the built-in synthetic talking faces, 2 CPU
 
   python -m synclipmae_jax.main --config=configs/demo.py --workdir=/tmp/demo
 
-The synthetic dataset (data_pipelines/synthetic_faces.py) is generated into
+The synthetic dataset (data_pipelines/synthetic/) is generated into
 ~/.cache/synclipmae_jax on first use. Expected result on held-out synthetic speakers: see
 README.md ("Measured results"), which records the figures and the command.
 
@@ -11,16 +11,15 @@ Variants (`--config=configs/demo.py:<variant>`):
 The paper's ablations are overrides, e.g. `--config.masking.mode=uniform_only` (A1).
 """
 
-from synclipmae_jax import config_schema
-from synclipmae_jax import sweep as hyper
+from synclipmae_jax import config_defaults
 
 
 def get_config(arg: str | None = None):
-  c = config_schema.base_config()
+  c = config_defaults.base_config()
   c.num_train_steps = 3000
   c.log_every_steps = 50
   c.image_every_steps = 1000
-  c.eval_every_steps = 1000
+  c.evals.sync.every_steps = 1000
   c.checkpoint_every_steps = 500
 
   c.data.global_batch_size = 8
@@ -36,7 +35,7 @@ def get_config(arg: str | None = None):
 
   if arg == "tiny":
     c.num_train_steps = 4
-    c.log_every_steps = c.image_every_steps = c.eval_every_steps = c.checkpoint_every_steps = 2
+    c.log_every_steps = c.image_every_steps = c.evals.sync.every_steps = c.checkpoint_every_steps = 2
     c.data.global_batch_size = 8
     c.data.window_frames = 4
     c.data.synthetic.update(num_train_clips=16, num_eval_clips=4, num_identities=4,
@@ -46,19 +45,18 @@ def get_config(arg: str | None = None):
     c.model.encoder_size = "tiny"
     c.model.decoder.update(width=16, depth=1, num_heads=2, mlp_dim=32)
     c.model.audio.n_mels = 8
-    c.eval.update(num_clips=4, max_true_lag=3, trials_per_clip=1, windows=(1, 5), max_lag=5,
-                  pool_size=8)
+    c.evals.sync.update(num_clips=4, max_true_lag=3, trials_per_clip=1, windows=(1, 5),
+                        max_lag=5, pool_size=8)
   elif arg:
     raise ValueError(f"unknown variant {arg!r} of configs/demo.py (known: tiny)")
   return c
 
 
-def get_sweep(arg: str | None = None):
+def get_hyper(hyper):
   """Masking ablations (two-bypass, A1 uniform only, A2 face only) x two LR schedules: 6 runs.
 
-    python -m synclipmae_jax.sweep --config=configs/demo.py --sweep_root=/tmp/demo_sweep --run --print
+    python -m synclipmae_jax.sweeps.launch --config=configs/demo.py --sweep_root=/tmp/demo_sweep --run --print
   """
-  del arg  # the same sweep for every variant
   return hyper.product([
       hyper.sweep("masking.mode", ["two_bypass", "uniform_only", "face_only"]),
       hyper.zipit([hyper.sweep("optim.learning_rate", [1e-3, 3e-4]),

@@ -28,8 +28,7 @@ Paper's targets (Hallo3 test set, K = 1 / 5 / 15): Acc 52.5 / 68.4 / 82.3 %, Off
 2.66 / 1.73 / 0.93 frames, R-precision@1/2/3 (pool 32) 40.2 / 61.5 / 73.5 %.
 """
 
-from synclipmae_jax import config_schema
-from synclipmae_jax import sweep as hyper
+from synclipmae_jax import config_defaults
 
 CHIPS = 128
 CLIPS_PER_CHIP = 48
@@ -38,11 +37,11 @@ CLIPS_PER_CHIP = 48
 def get_config(arg: str | None = None):
   if arg:
     raise ValueError(f"configs/pretrain.py has no variants, got {arg!r}")
-  c = config_schema.base_config()
+  c = config_defaults.base_config()
   c.num_train_steps = 400_000
   c.log_every_steps = 100
   c.image_every_steps = 5_000
-  c.eval_every_steps = 10_000
+  c.evals.sync.every_steps = 10_000
   c.checkpoint_every_steps = 2_000
   c.keep_checkpoints = 3
   c.profile_steps = 5
@@ -68,18 +67,17 @@ def get_config(arg: str | None = None):
 
   c.optim.update(learning_rate=1.5e-4, warmup_steps=10_000, weight_decay=0.05, b2=0.95)
   c.mesh.update(data=-1, fsdp=8, tensor=1)
-  c.eval.update(num_clips=100, trials_per_clip=4, frames_per_call=512)
+  c.evals.sync.update(num_clips=100, trials_per_clip=4, frames_per_call=512)
   return c
 
 
-def get_sweep(arg: str | None = None):
+def get_hyper(hyper):
   r"""The paper's ablations (Table 7: A1-A3, B1, C1) and the full model, one pod run each.
 
-    python -m synclipmae_jax.sweep --config=configs/pretrain.py --sweep_root=/runs/ablations \
+    python -m synclipmae_jax.sweeps.launch --config=configs/pretrain.py --sweep_root=/runs/ablations \
       --run --launcher=tpu --launcher_args='--name=POD --zone=ZONE' -- \
       --config.data.train_pattern=... --config.data.eval_pattern=...
   """
-  del arg
   return hyper.chainit([
       hyper.fixed("masking.mode", "two_bypass"),  # ours
       hyper.sweep("masking.mode", ["uniform_only", "face_only"]),  # A1, A2

@@ -10,6 +10,7 @@ overrides=("$@")
 set --  # setup_env.sh reads extras from the positional arguments: none here
 . "$repo/scripts/setup_env.sh"
 export TF_CPP_MIN_LOG_LEVEL=3
+export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"  # the CPU demo: no probing for accelerators
 python -m synclipmae_jax.main --config="$repo/configs/demo.py" --workdir="$workdir" "${overrides[@]}"
 python - "$workdir/metrics.json" <<'PY'
 import json, sys

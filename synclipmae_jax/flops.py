@@ -2,8 +2,10 @@
 
 Counts what the model computes: the encoder on the k visible patches (+3 prompts) of each
 view, the adapter, both decoder passes over all N patches with cross-attention to 3
-prompts, the InfoNCE logits, x3 for forward + backward; the frozen audio encoder forward
-only (wav2vec2; the log-mel front end is counted as zero). Used for the logged model
+prompts, the InfoNCE logits of each contrastive group, x3 for forward + backward; forward
+only: the audio self-similarity of the positive sets and the frozen audio encoder
+(wav2vec2; the log-mel front end is counted as zero). Elementwise work (norms, GELU,
+softmax, jitter) is not counted. Used for the logged model
 TFLOP/s and compared with XLA's compiled count by the AOT tool.
 """
 
@@ -35,8 +37,16 @@ def wav2vec2_forward_flops(w2v, num_samples: int) -> float:
   return f + w2v.num_hidden_layers * _transformer_layer(length, h, w2v.intermediate_size)
 
 
-def train_step_flops(config, audio_feature_dim: int, num_audio_layers: int, w2v=None) -> float:
-  """FLOPs of one step on the global batch."""
+def train_step_flops(config, *, group_size: int, audio_features: tuple[int, int],
+                     audio_encoder) -> float:
+  """FLOPs of one step on the global batch.
+
+  Args:
+    config: the training config.
+    group_size: clips per contrastive group, as the step uses it (`train_state.group_size`).
+    audio_features: (L, C) of the frozen encoder's per-frame features.
+    audio_encoder: the frozen `AudioEncoder` (its wav2vec2 geometry and input length).
+  """
   m = config.model
   size = vit.vit_size(m.encoder_size)
   b, t = config.data.global_batch_size, config.data.window_frames
@@ -50,11 +60,15 @@ def train_step_flops(config, audio_feature_dim: int, num_audio_layers: int, w2v=
   dec_tokens = n if d.cross_attention else n + 3
   dec = 2 * (k + 3) * size.width * d.width + 2 * n * d.width * p
   dec += d.depth * _transformer_layer(dec_tokens, d.width, d.mlp_dim, 3 if d.cross_attention else 0)
-  feat = audio_feature_dim * (num_audio_layers if m.audio.adapter == "all_layers" else 1)
+  num_layers, feature_dim = audio_features
+  feat = feature_dim * (num_layers if m.audio.adapter == "all_layers" else 1)
   adapter = 2 * feat * size.width + 2 * size.width * size.width
-  group = config.loss.contrastive.group_size or b
-  logits = 2 * b * group * t * t * size.width
+  logits = 2 * b * group_size * t * t * size.width  # each frame against its group's frames
   trainable = frames * (views * enc + 2 * dec + adapter) + logits
-  samples = 320 * t + 80 if m.audio.alignment == "resample" else 640 * t
-  frozen = b * wav2vec2_forward_flops(w2v, samples) if w2v is not None else 0.0
-  return 3 * trainable + frozen
+  # Audio self-similarity of the positive sets (`losses.contrastive_positives`): forward only.
+  positives = 2 * b * group_size * t * t * num_layers * feature_dim
+  frozen = 0.0
+  if audio_encoder.frontend == "wav2vec2":
+    frozen = b * wav2vec2_forward_flops(audio_encoder.wav2vec2_config,
+                                        audio_encoder.wav2vec2_input_samples(t))
+  return 3 * trainable + positives + frozen

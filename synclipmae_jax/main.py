@@ -29,8 +29,6 @@ def main(argv):
   if _DISTRIBUTED.value:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
-  logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
   metrics = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   logging.info("final metrics: %s", metrics)
 

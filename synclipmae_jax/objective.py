@@ -18,21 +18,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines import face_weights
 from synclipmae_jax import losses, masking, photometric, prompt_shuffle
 
 MASKING_MODES = ("two_bypass", "uniform_only", "face_only")
 PIXEL_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 PIXEL_STD = np.array([0.229, 0.224, 0.225], np.float32)
 LOSS_TERMS = ("recon_video", "recon_audio", "contrastive", "decorrelation")
-
-
-def normalize_pixels(images01: jax.Array) -> jax.Array:
-  return (images01 - PIXEL_MEAN) / PIXEL_STD
+RECON_TARGETS = ("masked", "all")  # loss.recon_on: reconstruct the masked patches or all
 
 
 def frames_to_unit(frames: jax.Array) -> jax.Array:
   """uint8 [..., H, W, 3] -> float32 in [0, 1], flattened to [F, H, W, 3]."""
   return frames.reshape((-1,) + frames.shape[-3:]).astype(jnp.float32) / 255.0
+
+
+def images_to_patches(images01: jax.Array, patch: int) -> jax.Array:
+  """[F, H, W, 3] in [0, 1] -> the encoder's input: ImageNet-normalised patches [F, N, P]."""
+  return masking.patchify((images01 - PIXEL_MEAN) / PIXEL_STD, patch)
 
 
 def make_views(rng, frames, face_boxes, mouth_boxes, config):
@@ -49,10 +52,10 @@ def make_views(rng, frames, face_boxes, mouth_boxes, config):
   k = masking.num_visible(n, m.mask_ratio)
   images = frames_to_unit(frames)
   f = images.shape[0]
-  weights = masking.face_weights(face_boxes.reshape(f, 4), mouth_boxes.reshape(f, 4), grid,
-                                 **m.face_weights)
+  weights = face_weights.patch_weights(face_boxes.reshape(f, 4), mouth_boxes.reshape(f, 4), grid,
+                                       **m.face_weights, xp=jnp)
   k_uniform, k_face, k_jitter = jax.random.split(rng, 3)
-  context = masking.patchify(normalize_pixels(images), p)
+  context = images_to_patches(images, p)
   if m.mode == "uniform_only":
     return context, masking.uniform_keep(k_uniform, f, n, k), None, None
   if m.mode == "face_only":
@@ -61,7 +64,7 @@ def make_views(rng, frames, face_boxes, mouth_boxes, config):
   if m.photometric:
     motion_images = photometric.jitter(k_jitter, images, **m.jitter)
   return (context, masking.uniform_keep(k_uniform, f, n, k),
-          masking.patchify(normalize_pixels(motion_images), p),
+          images_to_patches(motion_images, p),
           masking.weighted_keep(k_face, weights, k))
 
 

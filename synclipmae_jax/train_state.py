@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from data_pipelines.schema import SAMPLES_PER_FRAME
 from synclipmae_jax import objective, sharding
 
 
@@ -42,7 +43,7 @@ def dummy_batch(config) -> dict:
   the pretraining config are 7.4 GB of frames)."""
   b, t, s = config.data.global_batch_size, config.data.window_frames, config.model.image_size
   return {"frames": jax.ShapeDtypeStruct((b, t, s, s, 3), jnp.uint8),
-          "audio": jax.ShapeDtypeStruct((b, t * 640), jnp.float32),
+          "audio": jax.ShapeDtypeStruct((b, t * SAMPLES_PER_FRAME), jnp.float32),
           "face_boxes": jax.ShapeDtypeStruct((b, t, 4), jnp.float32),
           "mouth_boxes": jax.ShapeDtypeStruct((b, t, 4), jnp.float32),
           "identity_id": jax.ShapeDtypeStruct((b,), jnp.int32)}
@@ -62,13 +63,14 @@ def random_batch(config, seed: int = 0, clips_per_identity: int = 1) -> dict:
 
 
 def group_size(config, num_batch_shards: int) -> int:
+  """Clips per contrastive group: `loss.contrastive.group_size`, or 0 = one batch shard's clips."""
   return config.loss.contrastive.group_size or config.data.global_batch_size // num_batch_shards
 
 
 def make(config, model, audio_encoder, tx: optax.GradientTransformation, schedule,
-         num_batch_shards: int) -> StepFunctions:
+         groups: int) -> StepFunctions:
+  """The pure step functions; `groups` = clips per contrastive group (`group_size`)."""
   t = config.data.window_frames
-  groups = group_size(config, num_batch_shards)
   spec = dummy_batch(config)
   base_key = jax.random.PRNGKey(config.seed + 1)
 

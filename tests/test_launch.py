@@ -12,7 +12,7 @@ POD = os.path.join(REPO, "launch", "tpu_pod.sh")
 SLURM = os.path.join(REPO, "launch", "slurm_gpu.sbatch")
 POD_ARGS = ["--name=sync-pod", "--zone=us-east5-a", "--project=my-proj"]
 TRAIN_FLAGS = ["--config.num_train_steps=100", "--config.data.train_pattern=/data/train-*.array_record",
-               "--config.eval.view=it's full"]
+               "--config.evals.sync.view=it's full"]
 
 
 def dry_run(command, *options, train_flags=()):

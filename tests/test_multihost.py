@@ -24,7 +24,7 @@ import portpicker
 import pytest
 
 from configs import demo
-from synclipmae_jax import train
+from synclipmae_jax import input_pipeline, train
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def _command(data_dir, workdir, steps=STEPS, checkpoint_every=2):
           "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
           f"--config.num_train_steps={steps}",
           f"--config.checkpoint_every_steps={checkpoint_every}",
-          "--config.keep_checkpoints=10", f"--config.eval_every_steps={steps}",
+          "--config.keep_checkpoints=10", f"--config.evals.sync.every_steps={steps}",
           f"--config.image_every_steps={steps}", "--config.log_every_steps=1"]
 
 
@@ -95,7 +95,7 @@ def _params(workdir, step):
 def data_dir(tmp_path_factory):
   config = demo.get_config("tiny")
   config.data.directory = str(tmp_path_factory.mktemp("multihost_data"))
-  train.dataset_paths(config)  # generated once here; the processes then only read it
+  input_pipeline.dataset_paths(config)  # generated once here; the processes then only read it
   return config.data.directory
 
 
@@ -107,7 +107,8 @@ def runs(tmp_path_factory, data_dir):
   single, multi, resumed = (str(root / n) for n in ("single", "multi", "resumed"))
   config.mesh.update(data=2, fsdp=2, tensor=2)  # what _command's flags set, in this process
   config.update(num_train_steps=STEPS, checkpoint_every_steps=2, keep_checkpoints=10,
-                eval_every_steps=STEPS, image_every_steps=STEPS, log_every_steps=1)
+                image_every_steps=STEPS, log_every_steps=1)
+  config.evals.sync.every_steps = STEPS
   assert jax.process_count() == 1 and jax.device_count() == 8, "tests/conftest.py fakes 8 devices"
   train.train_and_evaluate(config, single)
   _run_two_processes(data_dir, multi)
@@ -159,10 +160,10 @@ def test_sigterm_on_one_process_stops_both_at_the_same_saved_step(data_dir, tmp_
   procs, logs = _start_two_processes(
       _command(data_dir, workdir, steps, checkpoint_every=steps), workdir)
   deadline = time.time() + TIMEOUT
+  process1_log = os.path.join(workdir, "log.process1.txt")  # its absl log (console.py)
   while time.time() < deadline and procs[1].poll() is None:
-    with open(logs[1]) as f:
-      if re.search(r"\[3\] .*loss/total", f.read()):
-        break
+    if os.path.isfile(process1_log) and re.search(r"\[3\] .*loss/total", open(process1_log).read()):
+      break
     time.sleep(0.5)
   procs[1].send_signal(signal.SIGTERM)  # process 1 only, as when a pod's hosts are preempted
   _check(procs, logs)

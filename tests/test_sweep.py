@@ -8,7 +8,7 @@ from absl import flags as absl_flags
 from ml_collections import config_flags
 import pytest
 
-from synclipmae_jax import sweep as hyper
+from synclipmae_jax.sweeps import expand, hyper, index as index_lib, launch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(REPO, "configs", "demo.py")
@@ -40,17 +40,17 @@ def test_bad_declarations_are_value_errors():
 def test_run_names_are_unique_short_and_directory_safe():
   runs = [{"model.decoder.width": 64, "model.encoder_size": "mini", "optim.learning_rate": 1e-3},
           {"model.decoder.width": 128, "model.encoder_size": "S/16", "optim.learning_rate": 3e-4}]
-  names = hyper.run_names(runs)
+  names = expand.run_names(runs)
   assert names == ["00-width=64+encoder_size=mini+learning_rate=0.001",
                    "01-width=128+encoder_size=S_16+learning_rate=0.0003"]
-  clash = hyper.run_names([{"model.decoder.width": 1, "data.width": 2}])
+  clash = expand.run_names([{"model.decoder.width": 1, "data.width": 2}])
   assert clash == ["00-data.width=2+decoder.width=1"]
 
 
 @pytest.fixture(scope="module")
 def demo_index(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("sweep"))
-  return root, hyper.expand(f"{DEMO}:tiny", root, ["--config.num_train_steps=2"])
+  return root, expand.expand(f"{DEMO}:tiny", root, ["--config.num_train_steps=2"])
 
 
 def test_demo_sweep_expands_into_named_runs_with_their_own_workdirs(demo_index):
@@ -87,11 +87,11 @@ def test_run_flags_parse_back_into_the_overridden_config(demo_index, monkeypatch
 def test_unknown_field_is_rejected_before_anything_runs(tmp_path):
   path = tmp_path / "cfg.py"
   path.write_text(
-      "from configs import demo\nfrom synclipmae_jax import sweep as hyper\n"
+      "from configs import demo\n"
       "get_config = demo.get_config\n"
-      "def get_sweep(arg=None):\n  return hyper.sweep('optim.learning_rat', [1.0])\n")
+      "def get_hyper(hyper):\n  return hyper.sweep('optim.learning_rat', [1.0])\n")
   with pytest.raises(ValueError, match="'optim.learning_rat' is not in the config"):
-    hyper.expand(str(path), str(tmp_path / "root"))
+    expand.expand(str(path), str(tmp_path / "root"))
 
 
 def test_index_collects_metrics_and_prints_a_table(demo_index, tmp_path):
@@ -103,8 +103,8 @@ def test_index_collects_metrics_and_prints_a_table(demo_index, tmp_path):
     with open(os.path.join(run["workdir"], "metrics.json"), "w") as f:
       json.dump({"step": 4, "loss/total": 1.5 + i, "sync/acc_k1": 10.0 * i, "perf/clips_per_sec": 3.0}, f)
     run["status"] = "done"
-  hyper.write_index(index, str(tmp_path))
-  table = hyper.format_table(hyper.collect_metrics(hyper.read_index(str(tmp_path))))
+  index_lib.write_index(index, str(tmp_path))
+  table = index_lib.format_table(index_lib.collect_metrics(index_lib.read_index(str(tmp_path))))
   lines = table.splitlines()
   assert lines[0].split() == ["run", "mode", "learning_rate", "warmup_steps", "status", "step",
                               "loss/total", "sync/acc_k1"]
@@ -128,9 +128,9 @@ def test_local_runner_runs_each_run_and_records_failures(demo_index, tmp_path, m
       code = "raise SystemExit(3)"
     return [[sys.executable, "-c", code, run["workdir"]]]
 
-  monkeypatch.setattr(hyper, "launch_commands", fake_commands)
-  hyper.run_sweep(index, str(tmp_path))
-  saved = hyper.read_index(str(tmp_path))
+  monkeypatch.setattr(launch, "launch_commands", fake_commands)
+  launch.run_sweep(index, str(tmp_path))
+  saved = index_lib.read_index(str(tmp_path))
   status = {r["overrides"]["masking.mode"]: r["status"] for r in saved["runs"]}
   assert status == {"two_bypass": "done", "uniform_only": "done", "face_only": "failed (exit 3)"}
   assert all(r["metrics"] == {"step": 2, "loss/total": 0.5} for r in saved["runs"]
@@ -140,7 +140,7 @@ def test_local_runner_runs_each_run_and_records_failures(demo_index, tmp_path, m
 def test_tpu_launcher_dry_run_trains_every_run_on_the_pod(demo_index, tmp_path, capfd):
   _, index = demo_index
   index = json.loads(json.dumps(index))
-  hyper.run_sweep(index, str(tmp_path), launcher="tpu", dry_run=True,
+  launch.run_sweep(index, str(tmp_path), launcher="tpu", dry_run=True,
                   launcher_args=["--name=pod-a", "--zone=us-east5-a"])
   out = capfd.readouterr().out
   ssh = [l for l in out.splitlines() if "tpu-vm ssh pod-a" in l]

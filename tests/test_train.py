@@ -6,16 +6,14 @@ import signal
 import threading
 import time
 
-import flax.linen as nn
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from configs import demo
-from synclipmae_jax import config_schema, optimizer, sharding, train, train_state
-from synclipmae_jax.models import audio_encoder as audio_encoder_lib
-from synclipmae_jax.models import synclipmae
+from synclipmae_jax import config_validation, experiment, optimizer, progress, sharding, train
+from synclipmae_jax import train_state
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +34,12 @@ def tiny_config(data_dir, **overrides):
 
 
 def run_steps(config, mesh, batches):
-  rules = sharding.rules(config)
-  model = synclipmae.build(config.model)
-  audio_encoder = audio_encoder_lib.build(config.model.audio)
-  tx, schedule = optimizer.make(config.optim, config.num_train_steps)
-  fns = train_state.make(config, model, audio_encoder, tx, schedule, sharding.num_batch_shards(mesh))
-  _, init, step, _ = train_state.jit_all(fns, mesh, rules, jax.random.PRNGKey(0))
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    state = init(jax.random.PRNGKey(0))
+  exp = experiment.build(config, mesh)
+  with exp.scope():
+    state = exp.init(jax.random.PRNGKey(0))
     history = []
     for batch in batches:
-      state, metrics = step(state, sharding.global_batch(batch, mesh))
+      state, metrics = exp.train_step(state, sharding.global_batch(batch, mesh))
       history.append(jax.device_get(metrics))
   return jax.device_get(state), history
 
@@ -73,12 +66,7 @@ def test_sharded_step_matches_single_device(data_dir):
 def test_sharded_parameters_are_split_over_fsdp_and_tensor(data_dir):
   config = tiny_config(data_dir)
   config.mesh.update(data=2, fsdp=2, tensor=2)
-  mesh = sharding.make_mesh(config.mesh)
-  model = synclipmae.build(config.model)
-  audio_encoder = audio_encoder_lib.build(config.model.audio)
-  tx, schedule = optimizer.make(config.optim, 4)
-  fns = train_state.make(config, model, audio_encoder, tx, schedule, 4)
-  abstract, *_ = train_state.jit_all(fns, mesh, sharding.rules(config), jax.random.PRNGKey(0))
+  abstract = experiment.build(config, sharding.make_mesh(config.mesh)).abstract_state
   fc1 = abstract.params["encoder"]["blocks"]["layers_0"]["mlp"]["fc1"]["kernel"]
   assert fc1.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
   mu = abstract.opt_state[1][0].mu["encoder"]["blocks"]["layers_0"]["mlp"]["fc1"]["kernel"]
@@ -92,14 +80,10 @@ def test_frozen_wav2vec2_gets_no_update_and_no_optimizer_state(data_dir):
       conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=8,
       num_conv_pos_embedding_groups=2)
   mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
-  rules = sharding.rules(config)
-  model = synclipmae.build(config.model)
-  audio_encoder = audio_encoder_lib.build(config.model.audio)
-  tx, schedule = optimizer.make(config.optim, 4)
-  fns = train_state.make(config, model, audio_encoder, tx, schedule, 1)
-  _, init, step, _ = train_state.jit_all(fns, mesh, rules, jax.random.PRNGKey(0))
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    state = init(jax.random.PRNGKey(0))
+  exp = experiment.build(config, mesh)
+  step = exp.train_step
+  with exp.scope():
+    state = exp.init(jax.random.PRNGKey(0))
     frozen_before = jax.device_get(state.frozen)
     params_before = jax.device_get(state.params)
     for s in range(2):
@@ -131,15 +115,15 @@ def test_invalid_config_is_reported_before_compiling(data_dir):
   config = tiny_config(data_dir, **{"masking.mode": "random", "masking.mask_ratio": 1.5,
                                     "data.global_batch_size": 6})
   with pytest.raises(ValueError) as e:
-    config_schema.validate(config, num_devices=8)
+    config_validation.validate(config, num_devices=8)
   for fragment in ("masking.mode='random'", "mask_ratio=1.5", "global_batch_size=6"):
     assert fragment in str(e.value)
 
 
 def test_check_finite_names_step_and_term():
-  train.check_finite(3, {"loss/recon_video": 1.0, "grad_norm": 2.0, "learning_rate": float("nan")})
-  with pytest.raises(train.NonFiniteLossError, match="non-finite contrastive .* at step 7"):
-    train.check_finite(7, {"loss/recon_video": 1.0, "loss/contrastive": float("inf")})
+  progress.check_finite(3, {"loss/recon_video": 1.0, "grad_norm": 2.0, "learning_rate": float("nan")})
+  with pytest.raises(progress.NonFiniteLossError, match="non-finite contrastive .* at step 7"):
+    progress.check_finite(7, {"loss/recon_video": 1.0, "loss/contrastive": float("inf")})
 
 
 def _final_params(workdir):
@@ -152,8 +136,8 @@ def _final_params(workdir):
 
 @pytest.mark.slow
 def test_sigterm_then_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
-  config = tiny_config(data_dir, num_train_steps=8, checkpoint_every_steps=2, eval_every_steps=8,
-                       image_every_steps=8, log_every_steps=1)
+  config = tiny_config(data_dir, num_train_steps=8, checkpoint_every_steps=2, image_every_steps=8,
+                       log_every_steps=1, **{"evals.sync.every_steps": 8})
   config.mesh.update(data=2, fsdp=2, tensor=2)
   straight = str(tmp_path / "straight")
   train.train_and_evaluate(config, straight)
@@ -186,7 +170,7 @@ def test_non_finite_loss_stops_without_checkpointing_it(data_dir, tmp_path):
                        **{"optim.learning_rate": 1e30, "optim.warmup_steps": 0,
                           "optim.grad_clip_norm": 1e30})
   workdir = str(tmp_path / "nan")
-  with pytest.raises(train.NonFiniteLossError, match=r"non-finite \w+ .* at step (\d+)") as e:
+  with pytest.raises(progress.NonFiniteLossError, match=r"non-finite \w+ .* at step (\d+)") as e:
     train.train_and_evaluate(config, workdir)
   bad_step = int(str(e.value).split("at step ")[1].split(";")[0])
   saved, params = _final_params(workdir)
@@ -196,12 +180,12 @@ def test_non_finite_loss_stops_without_checkpointing_it(data_dir, tmp_path):
 
 def test_shipped_configs_validate():
   from configs import pretrain
-  config_schema.validate(demo.get_config(), num_devices=1)
-  config_schema.validate(demo.get_config("tiny"), num_devices=8)
+  config_validation.validate(demo.get_config(), num_devices=1)
+  config_validation.validate(demo.get_config("tiny"), num_devices=8)
   c = pretrain.get_config()
   with pytest.raises(ValueError, match="train_pattern"):
-    config_schema.validate(c, num_devices=128, process_count=32)
+    config_validation.validate(c, num_devices=128, process_count=32)
   c.data.train_pattern = c.data.eval_pattern = "/data/*.array_record"
-  config_schema.validate(c, num_devices=128, process_count=32)
+  config_validation.validate(c, num_devices=128, process_count=32)
   with pytest.raises(ValueError, match="mesh"):
-    config_schema.validate(c, num_devices=100, process_count=25)
+    config_validation.validate(c, num_devices=100, process_count=25)

@@ -6,16 +6,13 @@ import os
 import subprocess
 import sys
 
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 import transformers
 
 from configs import demo
-from synclipmae_jax import config_schema, optimizer, sharding, train, train_state, weights
-from synclipmae_jax.models import audio_encoder as audio_encoder_lib
-from synclipmae_jax.models import synclipmae
+from synclipmae_jax import config_validation, experiment, sharding, train_state, weights
 from synclipmae_jax.weights import param_tree, pretrained, wav2vec2_checkpoint
 
 torch = pytest.importorskip("torch")
@@ -78,12 +75,12 @@ def with_init(checkpoints, **overrides):
 
 def test_missing_checkpoint_files_are_listed_before_compiling(checkpoints, tmp_path):
   c = with_init(checkpoints)
-  config_schema.validate(c, num_devices=1)
+  config_validation.validate(c, num_devices=1)
   os.makedirs(tmp_path / "empty")
   c = with_init(checkpoints, sapiens=str(tmp_path / "nope.pth"), vitmae=str(tmp_path / "empty"))
   c.model.audio.frontend = "mel"
   with pytest.raises(ValueError) as e:
-    config_schema.validate(c, num_devices=1)
+    config_validation.validate(c, num_devices=1)
   message = str(e.value)
   assert f"model.init.sapiens: file {tmp_path / 'nope.pth'} does not exist" in message
   assert f"model.init.vitmae: {tmp_path / 'empty' / 'config.json'} does not exist" in message
@@ -91,22 +88,14 @@ def test_missing_checkpoint_files_are_listed_before_compiling(checkpoints, tmp_p
   assert "model.init.wav2vec2 needs model.audio.frontend='wav2vec2', got 'mel'" in message
 
 
-def make_functions(config, mesh):
-  model = synclipmae.build(config.model)
-  audio_encoder = audio_encoder_lib.build(config.model.audio)
-  tx, schedule = optimizer.make(config.optim, config.num_train_steps)
-  fns = train_state.make(config, model, audio_encoder, tx, schedule,
-                         sharding.num_batch_shards(mesh))
-  return train_state.jit_all(fns, mesh, sharding.rules(config), jax.random.PRNGKey(0))
-
-
 def test_loaded_frozen_wav2vec2_stays_bit_identical_over_sharded_training_steps(checkpoints):
   config = with_init(checkpoints)
   config.mesh.update(data=1, fsdp=2, tensor=2)
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:4])
-  abstract, init, step, _ = make_functions(config, mesh)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config)):
-    random_state = init(jax.random.PRNGKey(0))
+  exp = experiment.build(config, mesh)
+  abstract, step = exp.abstract_state, exp.train_step
+  with exp.scope():
+    random_state = exp.init(jax.random.PRNGKey(0))
     random_encoder = param_tree.flatten(jax.device_get(random_state.params)["encoder"])
     state, reports = weights.load_into_state(config, random_state, abstract)
     loaded_frozen = jax.device_get(state.frozen)
@@ -135,7 +124,7 @@ def test_apply_pretrained_keeps_unconverted_leaves_and_rejects_unknown_keys(chec
   with pytest.raises(ValueError, match=r"has no frozen\['wav2vec2'\]"):
     weights.apply_pretrained(config, {}, {})
   mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
-  abstract, *_ = make_functions(config, mesh)
+  abstract = experiment.build(config, mesh).abstract_state
   for kind, (field, subtree) in pretrained.SUBTREES.items():  # what the inspect command maps to
     assert pretrained.target_shapes(config, kind) == param_tree.shapes(
         getattr(abstract, field)[subtree])

@@ -33,10 +33,9 @@ import numpy as np
 from transformers import Wav2Vec2Config
 from transformers.audio_utils import mel_filter_bank, window_function
 
+from data_pipelines.schema import SAMPLE_RATE, SAMPLES_PER_FRAME
 from synclipmae_jax.models import wav2vec2
 
-SAMPLE_RATE = 16_000
-SAMPLES_PER_FRAME = 640  # one 25 fps video frame at 16 kHz
 FRONTENDS = ("mel", "wav2vec2")
 ALIGNMENTS = ("resample", "interpolate")
 
@@ -182,6 +181,14 @@ class AudioEncoder(nn.Module):
     if self.frontend == "wav2vec2":
       self.wav2vec2 = wav2vec2.Wav2Vec2Model(self.wav2vec2_config)
 
+  def wav2vec2_input_samples(self, num_frames: int) -> int:
+    """Samples the speech encoder reads for `num_frames` video frames ("wav2vec2" only)."""
+    if self.frontend != "wav2vec2":
+      raise ValueError(f"the {self.frontend!r} front end has no speech encoder")
+    if self.alignment == "resample":
+      return wav2vec2.num_samples_for_tokens(self.wav2vec2_config, num_frames)
+    return SAMPLES_PER_FRAME * num_frames
+
   def __call__(self, waveform: jax.Array, num_frames: int) -> jax.Array:
     """Per-frame features.
 
@@ -203,7 +210,7 @@ class AudioEncoder(nn.Module):
     if self.frontend == "mel":
       return mel_frame_features(normalize(waveform), num_frames, self.n_mels, self.context_frames)
     if self.alignment == "resample":
-      length = wav2vec2.num_samples_for_tokens(self.wav2vec2_config, num_frames)
+      length = self.wav2vec2_input_samples(num_frames)
       hidden_states = self.wav2vec2(normalize(resample(waveform, length)))
     else:
       hidden_states = self.wav2vec2(

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 
 from synclipmae_jax.models import audio_adapter, decoder, layers, vit
 
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # model.dtype: compute dtype
+
 
 class SyncLipMAE(nn.Module):
   encoder_size: vit.VitSize
@@ -90,14 +92,13 @@ class SyncLipMAE(nn.Module):
 
 def build(model_config) -> SyncLipMAE:
   """The model named by `config.model` (see configs/)."""
-  dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-  if model_config.dtype not in dtypes:
-    raise ValueError(f"model.dtype must be one of {sorted(dtypes)}, got {model_config.dtype!r}")
+  if model_config.dtype not in DTYPES:
+    raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {model_config.dtype!r}")
   d = model_config.decoder
   return SyncLipMAE(
       encoder_size=vit.vit_size(model_config.encoder_size),
       image_size=model_config.image_size, patch_size=model_config.patch_size,
       decoder_width=d.width, decoder_depth=d.depth, decoder_heads=d.num_heads,
       decoder_mlp_dim=d.mlp_dim, cross_attention=d.cross_attention,
-      adapter=model_config.audio.adapter, dtype=dtypes[model_config.dtype],
+      adapter=model_config.audio.adapter, dtype=DTYPES[model_config.dtype],
       scan=model_config.scan_layers, remat=model_config.remat)

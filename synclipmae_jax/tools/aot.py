@@ -6,10 +6,11 @@ r"""Ahead-of-time compilation of the real train and eval steps for a TPU topolog
 libtpu (the `tpu` extra, requirements-tpu.txt) describes the devices of a named topology
 (`jax.experimental.topologies.get_topology_desc`, e.g. `v5p:4x4x8` = 128 chips, `v5e:16x16`,
 `v6e:16x16`); the config's mesh is laid over them and the train step that training runs
-(`train_state.make` + `jit_all`) is lowered from abstract shapes with their shardings and
-compiled by the TPU compiler (MaxText's `train_compile`). Nothing is allocated and no data is
-read: the config is validated for the topology's device and host counts, then only shapes
-flow. The evaluator's token functions (`evaluation.SyncEvaluator`) are compiled the same way.
+(`experiment.build`) is lowered from abstract shapes with their shardings and compiled by the
+TPU compiler (MaxText's `train_compile`). Nothing is allocated and no data is read: the config
+is validated for the topology's device and host counts, then only shapes flow. The sync
+evaluator's token functions (`evaluators.sync.vocal_tokens_fn` / `audio_tokens_fn`) are
+compiled the same way.
 
 The report gives, per device: parameter, optimizer-state, frozen-encoder and batch bytes (from
 the state's shardings); each compiled function's argument, output, aliased (donated), temporary
@@ -45,9 +46,9 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
-from synclipmae_jax import config_schema, evaluation, flops, optimizer, sharding, train, train_state
-from synclipmae_jax.models import audio_encoder as audio_encoder_lib
-from synclipmae_jax.models import synclipmae
+from data_pipelines.schema import SAMPLES_PER_FRAME
+from synclipmae_jax import config_validation, experiment, sharding
+from synclipmae_jax.evaluators import sync
 
 # An AOT compile uses no TPU: let several processes (compiles, tests) load libtpu at once
 # instead of failing on its lockfile.
@@ -138,23 +139,19 @@ def compile_function(fn, *args) -> dict:
           "flops_per_device": float(compiled.cost_analysis().get("flops", 0.0)), "memory": memory}
 
 
-def _compile_eval(config, model, audio_encoder, abstract, mesh) -> dict:
-  """The evaluator's vocal-token and audio-token functions, for eval.frames_per_call frames."""
-  eval_config = copy.deepcopy(config.eval)
-  eval_config.num_clips = 0  # no held-out clips: only the token functions are compiled
-  evaluator = evaluation.SyncEvaluator(eval_config, config.model, config.masking, model,
-                                       audio_encoder, [])
-  n, s = config.eval.frames_per_call, config.model.image_size
-  replicated = sharding.replicated(mesh)
+def _compile_eval(config, exp) -> dict:
+  """The sync evaluator's vocal-token and audio-token functions, for frames_per_call frames."""
+  entry = config.evals.sync
+  n, s = entry.frames_per_call, config.model.image_size
+  replicated = sharding.replicated(exp.mesh)
   frames = jax.ShapeDtypeStruct((n, s, s, 3), np.uint8, sharding=replicated)
   boxes = jax.ShapeDtypeStruct((n, 4), np.float32, sharding=replicated)
-  wave = jax.ShapeDtypeStruct((n * evaluation.SAMPLES_PER_FRAME,), np.float32, sharding=replicated)
-  # The jitted methods take the evaluator itself as static argument 0.
-  vocal = evaluation.SyncEvaluator._vocal_tokens  # pylint: disable=protected-access
-  audio = evaluation.SyncEvaluator._audio_tokens  # pylint: disable=protected-access
-  return {"eval_vocal_tokens": compile_function(vocal, evaluator, abstract.params, frames, boxes, boxes),
-          "eval_audio_tokens": compile_function(audio, evaluator, abstract.params, abstract.frozen,
-                                                wave, n)}
+  wave = jax.ShapeDtypeStruct((n * SAMPLES_PER_FRAME,), np.float32, sharding=replicated)
+  vocal = sync.vocal_tokens_for(exp.model, config, entry)
+  audio = sync.audio_tokens_fn(exp.model, exp.audio_encoder, n)
+  params, frozen = exp.abstract_state.params, exp.abstract_state.frozen
+  return {"eval_vocal_tokens": compile_function(vocal, params, frames, boxes, boxes),
+          "eval_audio_tokens": compile_function(audio, params, frozen, wave)}
 
 
 def _for_compilation(config):
@@ -176,7 +173,7 @@ def compile_report(config, devices, *, hbm_bytes: int | None = None, min_headroo
     hbm_bytes: memory per device; default: from HBM_GIB_PER_CHIP by the devices' kind.
     min_headroom: fraction of the memory that must stay free for a function to fit.
     max_replicated_bytes: larger trainable parameters may not be replicated on an fsdp mesh.
-    compile_eval: also compile the evaluator's token functions.
+    compile_eval: also compile the sync evaluator's token functions (if config.evals.sync).
 
   Returns:
     A JSON-serialisable dict; `ok` is False if something does not fit or is left replicated.
@@ -185,27 +182,19 @@ def compile_report(config, devices, *, hbm_bytes: int | None = None, min_headroo
     raise ValueError(f"min_headroom={min_headroom} must be in [0, 1)")
   config = _for_compilation(config)
   num_hosts = len({d.process_index for d in devices})
-  config_schema.validate(config, num_devices=len(devices), process_count=num_hosts)
+  config_validation.validate(config, num_devices=len(devices), process_count=num_hosts)
   kind = devices[0].device_kind
   hbm = hbm_bytes or hbm_bytes_per_device(devices)
   if hbm is None:
     raise ValueError(f"HBM of device kind {kind!r} is unknown (known: {sorted(HBM_GIB_PER_CHIP)}); "
                      f"pass hbm_bytes (--hbm_gib)")
 
-  mesh = sharding.make_mesh(config.mesh, devices)
-  rules = sharding.rules(config)
-  model = synclipmae.build(config.model)
-  audio_encoder = audio_encoder_lib.build(config.model.audio)
-  tx, schedule = optimizer.make(config.optim, config.num_train_steps)
-  fns = train_state.make(config, model, audio_encoder, tx, schedule, sharding.num_batch_shards(mesh))
-  abstract, _, train_step, _ = train_state.jit_all(fns, mesh, rules, jax.random.PRNGKey(config.seed))
-  batch_sharding = sharding.batch_sharding(mesh)
-  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
-           for k, v in fns.dummy_batch.items()}
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    functions = {"train_step": compile_function(train_step, abstract, batch)}
-    if compile_eval:
-      functions.update(_compile_eval(config, model, audio_encoder, abstract, mesh))
+  exp = experiment.build(config, sharding.make_mesh(config.mesh, devices))
+  abstract, batch, mesh = exp.abstract_state, exp.abstract_batch, exp.mesh
+  with exp.scope():
+    functions = {"train_step": compile_function(exp.train_step, abstract, batch)}
+    if compile_eval and "sync" in config.evals:
+      functions.update(_compile_eval(config, exp))
   for f in functions.values():
     if "error" in f:
       f["fits"] = False
@@ -214,10 +203,7 @@ def compile_report(config, devices, *, hbm_bytes: int | None = None, min_headroo
     f["fits"] = f["memory"]["total"] <= (1.0 - min_headroom) * hbm
 
   t = config.data.window_frames
-  features = jax.eval_shape(lambda frozen, audio: audio_encoder.apply({"params": frozen}, audio, t),
-                            abstract.frozen, fns.dummy_batch["audio"])
-  w2v = audio_encoder.wav2vec2_config if config.model.audio.frontend == "wav2vec2" else None
-  analytical = flops.train_step_flops(config, features.shape[-1], features.shape[-2], w2v)
+  analytical = exp.step_flops
   n = len(devices)
   compiled_flops = functions["train_step"].get("flops_per_device", float("nan"))
   report = {

@@ -26,7 +26,7 @@ start as image summaries instead of unknown inputs. The encoder adds no position
 prompts, so the cls slot's position embedding is folded into their initial value.
 
 Pixels: Sapiens normalises 0-255 RGB with mean (123.675, 116.28, 103.53) and std
-(58.395, 57.12, 57.375): the ImageNet statistics x 255 that `objective.normalize_pixels` applies to
+(58.395, 57.12, 57.375): the ImageNet statistics x 255 that `objective.images_to_patches` applies to
 [0, 1] images, so the patch embedding loads unchanged (`convert` checks this).
 """
 
@@ -153,7 +153,7 @@ def convert(state_dict: dict[str, np.ndarray], encoder_shapes: dict[str, tuple[i
   if not (np.allclose(objective.PIXEL_MEAN * 255, PIXEL_MEAN_255)
           and np.allclose(objective.PIXEL_STD * 255, PIXEL_STD_255)):
     report.problems.append(
-        f"objective.normalize_pixels uses mean {objective.PIXEL_MEAN} / std {objective.PIXEL_STD} "
+        f"objective.images_to_patches uses mean {objective.PIXEL_MEAN} / std {objective.PIXEL_STD} "
         f"on [0, 1], Sapiens {PIXEL_MEAN_255 / 255} / {PIXEL_STD_255 / 255}")
   shapes = param_tree.per_layer_shapes(encoder_shapes)
   rules = _rules(set(backbone), shapes, seed)

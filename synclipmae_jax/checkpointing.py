@@ -1,0 +1,201 @@
+"""Checkpoints of a run, and the public read API for downstream tools.
+
+A workdir describes itself: `config.json` (the training config, written when the run
+starts) beside `checkpoints/<step>/{state,iter}` (orbax: the train state and, per process,
+the grain iterator).
+
+Training uses `make_manager`, `restore_or_initialize` (resume, or initialise a fresh run and
+load the pretrained weights of `config.model.init`), `maybe_save_checkpoint` (the save
+policy: every `checkpoint_every_steps`, the last step, and a preemption) and
+`PreemptionWatcher` (SIGTERM on any process -> every process saves the same step).
+
+Downstream tools use `load(workdir, step=None)`: the trained config and the trainable and
+frozen parameters of any step, without optimizer state, restored from abstract shapes onto
+whatever devices the reading process has (one CPU device included, whatever mesh trained it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+from typing import Any
+
+from absl import logging
+import grain
+import jax
+from jax.experimental import multihost_utils
+import ml_collections
+import orbax.checkpoint as ocp
+
+from synclipmae_jax import experiment as experiment_lib
+from synclipmae_jax import sharding, weights
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+# ---------------------------------------------------------------- the workdir's config
+def save_config(config, workdir: str) -> None:
+  """Writes the training config as `workdir/config.json` (process 0, atomically)."""
+  if jax.process_index() != 0:
+    return
+  path = os.path.join(workdir, CONFIG_FILE)
+  with open(path + ".tmp", "w") as f:
+    f.write(config.to_json(indent=1, sort_keys=True))
+  os.replace(path + ".tmp", path)
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The training config a workdir was trained with (lists come back as tuples)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} does not exist: {workdir!r} is not a training workdir "
+                            f"(or was trained before configs were saved beside checkpoints)")
+  with open(path) as f:
+    return ml_collections.ConfigDict(_tuples(json.load(f)))
+
+
+def _tuples(tree):
+  """JSON lists -> tuples (config fields such as windows and logical-axis rules are tuples)."""
+  if isinstance(tree, dict):
+    return {k: _tuples(v) for k, v in tree.items()}
+  if isinstance(tree, list):
+    return tuple(_tuples(v) for v in tree)
+  return tree
+
+
+# ---------------------------------------------------------------- training
+def make_manager(workdir: str, config) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR), item_names=("state", "iter"),
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=config.keep_checkpoints, enable_async_checkpointing=True))
+
+
+def restore_or_initialize(manager: ocp.CheckpointManager, exp: experiment_lib.Experiment,
+                          train_iter):
+  """The latest checkpoint's state and iterator position, or a fresh state.
+
+  A fresh state is randomly initialised from `config.seed` and then gets the pretrained
+  weights of `config.model.init` (a resumed run ignores them: it has its own).
+  """
+  config = exp.config
+  if manager.latest_step() is not None:
+    restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(exp.abstract_state),
+        iter=grain.checkpoint.CheckpointRestore(train_iter)))
+    logging.info("resumed from step %d", int(restored.state.step))
+    return restored.state
+  with exp.scope():
+    state = exp.init(jax.random.PRNGKey(config.seed))
+  if any(config.model.init.values()):
+    state, reports = weights.load_into_state(config, state, exp.abstract_state)
+    for report in reports:
+      logging.info("%s", report.format())
+  return state
+
+
+def maybe_save_checkpoint(manager: ocp.CheckpointManager, step: int, state, train_iter, *,
+                          every_steps: int, final: bool, preempted: bool) -> bool:
+  """Saves every `every_steps` steps, at the last step and when preempted; True if saved."""
+  if not (step % every_steps == 0 or final or preempted):
+    return False
+  manager.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), iter=grain.checkpoint.CheckpointSave(train_iter)),
+      force=True)
+  return True
+
+
+class PreemptionWatcher:
+  """SIGTERM (preemption, `kill`) on any process: every process stops at the same step.
+
+  Signals reach the hosts of a pod one by one and saving a checkpoint is collective, so
+  `stop_reason(step)` makes the processes agree (one tiny all-gather per step on several
+  hosts) and also reports orbax's own preemption notice.
+  """
+
+  def __init__(self, manager: ocp.CheckpointManager):
+    self.manager = manager
+    self.signalled = False
+    self.previous = None
+
+  def __enter__(self):
+    self.previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    signal.signal(signal.SIGTERM, self.previous)
+
+  def _handle(self, *_):
+    self.signalled = True
+
+  def stop_reason(self, step: int) -> str:
+    """'' to go on; otherwise why every process stops after this step."""
+    if jax.process_count() == 1:
+      anywhere = self.signalled
+    else:
+      anywhere = bool(multihost_utils.process_allgather(int(self.signalled)).max())
+    if anywhere:
+      return "SIGTERM on " + ("this process" if self.signalled else "another process")
+    if self.manager.reached_preemption(step):
+      return "preemption notice"
+    return ""
+
+
+# ---------------------------------------------------------------- the read API
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """A trained step of a workdir: its config and parameters (no optimizer state)."""
+
+  config: ml_collections.ConfigDict  # the training config (`workdir/config.json`)
+  step: int
+  params: Any  # trainable SyncLipMAE parameters: model.apply({"params": params}, ...)
+  frozen: Any  # the frozen audio encoder's parameters ({} for the mel front end)
+
+
+def steps(workdir: str) -> list[int]:
+  """The steps a workdir holds checkpoints of, oldest first."""
+  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  if not os.path.isdir(directory):
+    return []
+  return sorted(ocp.utils.checkpoint_steps(directory))
+
+
+def load(workdir: str, step: int | None = None, *, mesh=None) -> Restored:
+  """The config and parameters of `step` (default: the latest) of a training workdir.
+
+  Args:
+    workdir: a training run's workdir (`config.json` and `checkpoints/`).
+    step: which checkpoint; None = the latest.
+    mesh: where to put the parameters, sharded by the config's logical-axis rules; default:
+      a one-device mesh of this process's first device. The mesh that trained the run
+      does not matter.
+
+  Returns:
+    Restored(config, step, params, frozen), arrays on `mesh`.
+  """
+  config = read_config(workdir)
+  available = steps(workdir)
+  if not available:
+    raise FileNotFoundError(f"no checkpoints in {os.path.join(workdir, CHECKPOINT_DIR)}")
+  step = available[-1] if step is None else step
+  if step not in available:
+    raise ValueError(f"{workdir} has no checkpoint of step {step} (it has {available})")
+  if mesh is None:
+    mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.local_devices()[:1])
+  # Shapes and shardings for this mesh; batch-dependent sizes do not enter the parameters.
+  config_here = ml_collections.ConfigDict(config.to_dict())
+  config_here.data.global_batch_size = sharding.num_batch_shards(mesh)
+  config_here.loss.contrastive.group_size = 0
+  abstract = experiment_lib.build(config_here, mesh).abstract_state
+  target = {"params": abstract.params, "frozen": abstract.frozen}
+  target = {k: v for k, v in target.items() if jax.tree.leaves(v)}
+  path = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR, str(step), "state")
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True))
+  return Restored(config=config, step=step, params=restored["params"],
+                  frozen=restored.get("frozen", {}))

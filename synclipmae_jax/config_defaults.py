@@ -1,0 +1,112 @@
+"""Every config field with its default: data only (this module imports no jax or flax).
+
+Config files in `configs/` start from `base_config()` and change what they need
+(big_vision style: `get_config(arg)` with `:variant` strings), so reading a config loads
+nothing but ml_collections. `synclipmae_jax.config_validation.validate(config)` checks every
+value against the allowed values that the modules using them define.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from data_pipelines import face_weights
+
+DEFAULT_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("layers", None),
+    ("length", None),
+    ("patch", None),
+    ("prompts", None),
+    ("audio_features", "fsdp"),  # the adapter's 9984-wide input: sharded like `embed`
+    ("act_embed", None),
+    ("act_mlp", "tensor"),
+    ("act_heads", "tensor"),
+)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.num_train_steps = 1000
+  c.log_every_steps = 50
+  c.image_every_steps = 500
+  c.checkpoint_every_steps = 500
+  c.keep_checkpoints = 3
+  c.profile_steps = 0  # clu Profile: number of steps traced once, after warm-up; 0 = off
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "synthetic"  # "synthetic" (generated on first use) | "array_record"
+  c.data.directory = ""  # synthetic: cache dir ("" = ~/.cache/synclipmae_jax)
+  c.data.train_pattern = ""  # array_record: glob of training shards
+  c.data.eval_pattern = ""  # array_record: glob of held-out shards
+  c.data.global_batch_size = 8  # clips per step, all processes together
+  c.data.window_frames = 16  # T consecutive frames per clip
+  c.data.worker_count = 0  # grain worker processes (0 = in the main process)
+  c.data.worker_buffer_size = 2
+  c.data.horizontal_flip = 0.0
+  c.data.synthetic = ml_collections.ConfigDict(dict(
+      num_train_clips=512, num_eval_clips=64, num_identities=64, num_eval_identities=16,
+      clip_frames=75, eval_clip_frames=100, seed=0, num_shards=4))
+
+  c.model = ml_collections.ConfigDict()
+  c.model.image_size = 48
+  c.model.patch_size = 8
+  c.model.encoder_size = "mini"
+  c.model.decoder = ml_collections.ConfigDict(dict(
+      width=512, depth=8, num_heads=16, mlp_dim=2048, cross_attention=True))
+  c.model.audio = ml_collections.ConfigDict(dict(
+      frontend="mel", alignment="resample", adapter="all_layers", n_mels=40, context_frames=1,
+      wav2vec2=ml_collections.ConfigDict()))  # kwargs of transformers.Wav2Vec2Config
+  # Pretrained initialisation of a fresh run ("" = random): a Hugging Face wav2vec2 directory,
+  # a Sapiens .pth / TorchScript file, a Hugging Face ViTMAEForPreTraining directory.
+  c.model.init = ml_collections.ConfigDict(dict(wav2vec2="", sapiens="", vitmae=""))
+  c.model.dtype = "float32"
+  c.model.scan_layers = False
+  c.model.remat = False
+
+  c.masking = ml_collections.ConfigDict()
+  c.masking.mode = "two_bypass"  # | "uniform_only" (A1) | "face_only" (A2)
+  c.masking.mask_ratio = 0.75
+  c.masking.photometric = True  # jitter of the face-preserving view (off = A3)
+  c.masking.jitter = ml_collections.ConfigDict(dict(
+      brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1))
+  c.masking.face_weights = ml_collections.ConfigDict(dict(face_weights.DEFAULT_WEIGHTS))
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.recon_on = "masked"  # | "all"
+  c.loss.norm_pix = False
+  c.loss.identity_shuffle = True
+  c.loss.weights = ml_collections.ConfigDict(dict(
+      recon_video=1.0, recon_audio=1.0, contrastive=1.0, decorrelation=0.1))
+  c.loss.contrastive = ml_collections.ConfigDict(dict(
+      temperature=0.07, neighbor_delta=0, similarity_threshold=0.95,
+      group_size=0))  # 0 = the per-device batch; threshold > 1 disables similarity positives
+
+  c.optim = ml_collections.ConfigDict(dict(
+      learning_rate=1e-3, warmup_steps=100, final_lr_fraction=0.01, weight_decay=0.05,
+      b1=0.9, b2=0.95, grad_clip_norm=1.0))
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.sharding = ml_collections.ConfigDict()
+  c.sharding.logical_axis_rules = DEFAULT_RULES
+
+  # Evaluators by name (big_vision's `config.evals`): each entry's `type` names a module of
+  # synclipmae_jax/evaluators; `every_steps` is its period; the rest are its own options.
+  c.evals = ml_collections.ConfigDict()
+  c.evals.sync = sync_eval_config()
+  return c
+
+
+def sync_eval_config(**overrides) -> ml_collections.ConfigDict:
+  """The sync evaluator (paper 4.1): held-out lag detection and R-precision."""
+  c = ml_collections.ConfigDict(dict(
+      type="sync", every_steps=500, num_clips=32, max_true_lag=10, trials_per_clip=2,
+      windows=(1, 5, 15), max_lag=15, tolerance=1, pool_size=32, ks=(1, 2, 3), view="face",
+      frames_per_call=256, seed=0))
+  c.update(overrides)
+  return c

@@ -1,0 +1,152 @@
+"""Audio-visual sync evaluation on held-out clips (paper 4.1 and 5).
+
+For each held-out clip of N frames the audio is shifted by a known lag L, drawn uniformly
+from [-max_true_lag, max_true_lag] (positive: the video lags the audio, so audio frame t
+belongs with video frame t + L): the audio window is frames [S + L, N - S + L) with
+S = `max_lag`, and the video tokens of all N frames give every candidate lag in [-S, S] a
+real frame on every audio frame. The waveform itself is cut at the shifted position, so the
+audio encoder sees the shifted stream. Vocal-motion tokens and audio tokens go to
+`sync_metrics.lag_detection` (Acc and Offset for windows of K frames) and, unshifted, to
+`sync_metrics.r_precision` (pool of 32). All tokens are the frozen model's; no extra head
+is trained.
+
+Options (`config.evals.<name>`, defaults in `config_defaults.sync_eval_config`): num_clips,
+max_true_lag, trials_per_clip, windows, max_lag, tolerance, pool_size, ks, view ("face":
+the deterministic face-preserving view, the k highest-weight patches; "full": all
+patches), frames_per_call, seed.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data_pipelines import face_weights as face_weights_lib
+from data_pipelines import grain_pipeline
+from data_pipelines.schema import SAMPLES_PER_FRAME
+from synclipmae_jax import masking, objective, sync_metrics
+from synclipmae_jax.models import layers
+
+VIEWS = ("face", "full")
+
+
+def validate(entry, config) -> list[str]:
+  """Problems of a sync evaluator's options (`common.validate` prefixes them)."""
+  errors = []
+  if entry.view not in VIEWS:
+    errors.append(f"view={entry.view!r} must be one of {VIEWS}")
+  if entry.num_clips < 1 or entry.trials_per_clip < 1:
+    errors.append("num_clips and trials_per_clip must be >= 1")
+  if not 0 <= entry.max_true_lag <= entry.max_lag:
+    errors.append(f"max_true_lag={entry.max_true_lag} must be in [0, max_lag={entry.max_lag}]")
+  if config.data.source == "synthetic":
+    s = config.data.synthetic
+    n = s.eval_clip_frames - 2 * entry.max_lag
+    if n < max(entry.windows):
+      errors.append(f"max_lag={entry.max_lag}: held-out clips of {s.eval_clip_frames} frames leave {n} "
+                    f"audio frames after +-{entry.max_lag} frames of lag context, fewer than the largest "
+                    f"window {max(entry.windows)}")
+    if s.num_eval_clips < entry.num_clips:
+      errors.append(f"num_clips={entry.num_clips} > data.synthetic.num_eval_clips={s.num_eval_clips}")
+  return errors
+
+
+@functools.cache
+def vocal_tokens_fn(model, view: str, face_weights: tuple[tuple[str, float], ...], mask_ratio: float):
+  """Jitted (params, frames uint8 [F, H, W, 3], face_boxes [F, 4], mouth_boxes [F, 4]) ->
+  vocal-motion tokens [F, D], replicated (every host reads them whole)."""
+  n = model.grid * model.grid
+  k = masking.num_visible(n, mask_ratio)
+
+  @jax.jit
+  def tokens(params, frames, face_boxes, mouth_boxes):
+    patches = objective.images_to_patches(objective.frames_to_unit(frames), model.patch_size)
+    f = patches.shape[0]
+    if view == "full":
+      keep = jnp.broadcast_to(jnp.arange(n), (f, n))
+    else:
+      weights = face_weights_lib.patch_weights(face_boxes, mouth_boxes, model.grid, **dict(face_weights),
+                                               xp=jnp)
+      keep = masking.top_weight_keep(weights, k)
+    _, prompts = model.apply({"params": params}, patches, keep, method=model.encode)
+    return layers.constrain(prompts[:, 1], None, None)
+
+  return tokens
+
+
+def vocal_tokens_for(model, config, entry):
+  """`vocal_tokens_fn` with the view of evaluator options `entry` and the config's masking."""
+  return vocal_tokens_fn(model, entry.view, tuple(sorted(config.masking.face_weights.items())),
+                         config.masking.mask_ratio)
+
+
+@functools.cache
+def audio_tokens_fn(model, audio_encoder, num_frames: int):
+  """Jitted (params, frozen, waveform [640 num_frames]) -> audio tokens [num_frames, D],
+  replicated."""
+
+  @jax.jit
+  def tokens(params, frozen, waveform):
+    features = audio_encoder.apply({"params": frozen}, waveform[None], num_frames)
+    out = model.apply({"params": params}, features, method=model.encode_audio)[0]
+    return layers.constrain(out, None, None)
+
+  return tokens
+
+
+class Evaluator:
+  """Holds the held-out clips; `run(params, frozen)` -> {"sync/acc_k5": ..., ...}."""
+
+  def __init__(self, entry, config, *, model, audio_encoder, eval_paths: list[str]):
+    self.c = entry
+    self.model = model
+    self.audio_encoder = audio_encoder
+    self.vocal_fn = vocal_tokens_for(model, config, entry)
+    self.clips = grain_pipeline.load_eval_clips(eval_paths, max_clips=entry.num_clips)
+    if len(self.clips) < entry.num_clips:
+      raise ValueError(f"num_clips={entry.num_clips} but only {len(self.clips)} held-out clips")
+    m = entry.max_true_lag
+    rng = np.random.default_rng(entry.seed)
+    self.trials = [(i, int(rng.integers(-m, m + 1))) for i in range(len(self.clips))
+                   for _ in range(entry.trials_per_clip)]
+
+  def video_tokens(self, params, clip: dict, start: int, stop: int) -> np.ndarray:
+    """Vocal-motion tokens of frames [start, stop) of `clip`, frames_per_call at a time."""
+    out, step = [], self.c.frames_per_call
+    for s in range(start, stop, step):
+      e = min(s + step, stop)
+      out.append(np.asarray(self.vocal_fn(
+          params, clip["frames"][s:e], clip["face_boxes"][s:e], clip["mouth_boxes"][s:e])))
+    return np.concatenate(out)
+
+  def audio_tokens(self, params, frozen, clip: dict, start: int, stop: int) -> np.ndarray:
+    """Audio tokens of frames [start, stop) of `clip`, the waveform of those frames encoded."""
+    wave = np.asarray(clip["audio"][start * SAMPLES_PER_FRAME: stop * SAMPLES_PER_FRAME], np.float32)
+    return np.asarray(audio_tokens_fn(self.model, self.audio_encoder, stop - start)(params, frozen, wave))
+
+  def run(self, params, frozen) -> dict[str, float]:
+    s = self.c.max_lag
+    video = [self.video_tokens(params, clip, 0, len(clip["frames"])) for clip in self.clips]
+    audio_trials, video_trials, lags = [], [], []
+    for i, lag in self.trials:
+      n = len(self.clips[i]["frames"])
+      audio_trials.append(self.audio_tokens(params, frozen, self.clips[i], s + lag, n - s + lag))
+      video_trials.append(video[i])
+      lags.append(lag)
+    results = sync_metrics.lag_detection(
+        audio_trials, video_trials, lags, windows=tuple(self.c.windows), max_lag=s,
+        tolerance=self.c.tolerance)
+    metrics = {}
+    for k, r in results.items():
+      metrics[f"sync/acc_k{k}"] = 100.0 * float(r["acc"])
+      metrics[f"sync/offset_k{k}"] = float(r["offset"])
+    audio_aligned = [self.audio_tokens(params, frozen, clip, 0, len(clip["frames"]))
+                     for clip in self.clips]
+    rp = sync_metrics.r_precision(np.concatenate(audio_aligned), np.concatenate(video),
+                                  pool_size=self.c.pool_size, ks=tuple(self.c.ks), seed=self.c.seed)
+    for k, v in rp.items():
+      metrics[f"sync/rprec@{k}"] = 100.0 * float(v)
+    return metrics

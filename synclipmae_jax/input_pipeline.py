@@ -1,0 +1,37 @@
+"""Which shards a run reads: prepared ArrayRecord shards, or the synthetic dataset.
+
+`data.source` = "array_record" reads the shards matching `data.train_pattern` /
+`data.eval_pattern` (prepared by `data_pipelines/prepare`); "synthetic" generates the
+built-in synthetic talking faces on first use into a cache directory keyed by their
+parameters (`data_pipelines/synthetic_dataset.py`). The batches themselves come from
+`data_pipelines.grain_pipeline`.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+
+from data_pipelines import synthetic_dataset
+
+DATA_SOURCES = ("synthetic", "array_record")
+
+
+def dataset_paths(config) -> tuple[list[str], list[str]]:
+  """Training and held-out shard paths; the synthetic dataset is generated on first use."""
+  d = config.data
+  if d.source == "array_record":
+    train, held_out = sorted(glob.glob(d.train_pattern)), sorted(glob.glob(d.eval_pattern))
+    if not train or not held_out:
+      raise ValueError(f"no shards match data.train_pattern={d.train_pattern!r} ({len(train)}) "
+                       f"or data.eval_pattern={d.eval_pattern!r} ({len(held_out)})")
+    return train, held_out
+  if d.source != "synthetic":
+    raise ValueError(f"data.source={d.source!r} must be one of {DATA_SOURCES}")
+  params = dict(d.synthetic.to_dict(), image_size=config.model.image_size)
+  tag = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+  root = d.directory or os.path.join(os.path.expanduser("~"), ".cache", "synclipmae_jax")
+  paths = synthetic_dataset.ensure_synthetic_dataset(os.path.join(root, f"synthetic-{tag}"), **params)
+  return paths["train"], paths["validation"]

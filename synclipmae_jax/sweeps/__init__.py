@@ -1,0 +1,1 @@
+"""Config sweeps: declared (`hyper`), expanded (`expand`), indexed (`index`), run (`launch`)."""

@@ -1,0 +1,63 @@
+"""The sweep index `sweep.json`: run -> overrides -> workdir -> status -> final metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from synclipmae_jax.sweeps import expand
+
+INDEX_FILE = "sweep.json"
+DEFAULT_METRICS = "step,loss/total,sync/"
+
+
+def write_index(index: dict, sweep_root: str) -> str:
+  os.makedirs(sweep_root, exist_ok=True)
+  path = os.path.join(sweep_root, INDEX_FILE)
+  with open(path + ".tmp", "w") as f:
+    json.dump(index, f, indent=1)
+  os.replace(path + ".tmp", path)
+  return path
+
+
+def read_index(sweep_root: str) -> dict:
+  path = os.path.join(sweep_root, INDEX_FILE)
+  if not os.path.isfile(path):
+    raise ValueError(f"no sweep index {path}; expand the sweep first")
+  with open(path) as f:
+    return json.load(f)
+
+
+def collect_metrics(index: dict) -> dict:
+  """Reads each run's final metrics (its workdir's metrics.json) into the index."""
+  for run in index["runs"]:
+    path = os.path.join(run["workdir"], "metrics.json")
+    if os.path.isfile(path):
+      with open(path) as f:
+        run["metrics"] = json.load(f)
+  return index
+
+
+def format_table(index: dict, metrics: str = DEFAULT_METRICS) -> str:
+  """Run name | each swept field | status | the metrics whose names start with a prefix."""
+  prefixes = [p for p in metrics.split(",") if p]
+  fields = sorted({k for r in index["runs"] for k in r["overrides"]})
+  short = expand.name_keys(fields)
+  names = sorted({m for r in index["runs"] for m in r["metrics"]
+                  if any(m == p or m.startswith(p) for p in prefixes)},
+                 key=lambda m: (next(i for i, p in enumerate(prefixes) if m.startswith(p)), m))
+  header = ["run"] + [short[f] for f in fields] + ["status"] + names
+  rows = []
+  for r in index["runs"]:
+    row = [r["name"]] + [expand.value_text(r["overrides"][f]) if f in r["overrides"] else "-"
+                         for f in fields] + [r["status"]]
+    for m in names:
+      v = r["metrics"].get(m)
+      row.append("-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)))
+    rows.append(row)
+  widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+
+  def fmt(row):
+    return "  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip()
+
+  return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
