@@ -13,6 +13,8 @@ import einops
 import jax
 import jax.numpy as jnp
 
+from synclipmae_jax import face_regions
+
 
 def patchify(images: jax.Array, patch: int) -> jax.Array:
   """[..., H, W, C] -> [..., (H/p)*(W/p), p*p*C], patches in row-major order."""
@@ -30,31 +32,10 @@ def num_visible(num_patches: int, mask_ratio: float) -> int:
   return max(1, int(round(num_patches * (1.0 - mask_ratio))))
 
 
-def _box_coverage(boxes: jax.Array, grid: int) -> jax.Array:
-  """Fraction of each patch cell covered by each box: boxes [F, 4] -> [F, grid*grid]."""
-  edges = jnp.arange(grid + 1, dtype=jnp.float32) / grid
-  lo, hi = edges[:-1], edges[1:]
-
-  def overlap(a0, a1):  # [F] box interval against every cell interval -> [F, grid]
-    return jnp.clip(jnp.minimum(a1[:, None], hi) - jnp.maximum(a0[:, None], lo), 0.0) * grid
-
-  ox = overlap(boxes[:, 0], boxes[:, 2])
-  oy = overlap(boxes[:, 1], boxes[:, 3])
-  return (oy[:, :, None] * ox[:, None, :]).reshape(boxes.shape[0], grid * grid)
-
-
-def face_weights(face_boxes: jax.Array, mouth_boxes: jax.Array, grid: int, *,
-                 background: float, face: float, lower_face: float, mouth: float) -> jax.Array:
-  """Per-patch keep weight [F, grid*grid] for the face-preserving bypass.
-
-  A patch's weight interpolates by coverage: background, then face, then the lower half
-  of the face, then the mouth box (mouth / lower face first, as the paper's face-preserving
-  view retains facial regions with higher keep probability).
-  """
-  lower = face_boxes.at[:, 1].set(0.5 * (face_boxes[:, 1] + face_boxes[:, 3]))
-  w = background + (face - background) * _box_coverage(face_boxes, grid)
-  w = w + (lower_face - face) * _box_coverage(lower, grid)
-  return w + (mouth - lower_face) * _box_coverage(mouth_boxes, grid)
+def face_weights(face_boxes: jax.Array, mouth_boxes: jax.Array, grid: int, **weights) -> jax.Array:
+  """Per-patch keep weight [F, grid*grid] for the face-preserving bypass
+  (`face_regions.face_weights` in jax.numpy; `weights`: background, face, lower_face, mouth)."""
+  return face_regions.face_weights(face_boxes, mouth_boxes, grid, **weights, xp=jnp)
 
 
 def uniform_keep(rng: jax.Array, num_frames: int, num_patches: int, k: int) -> jax.Array:

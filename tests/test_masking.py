@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from synclipmae_jax import masking, photometric
+from synclipmae_jax import face_regions, masking, photometric
 
 GRID = 6
 WEIGHTS = dict(background=1.0, face=2.0, lower_face=4.0, mouth=16.0)
@@ -59,8 +59,8 @@ def test_face_bypass_favours_the_face_and_mouth(boxes):
   face, mouth = boxes
   k = 9
   w = masking.face_weights(face, mouth, GRID, **WEIGHTS)
-  mouth_cover = np.asarray(masking._box_coverage(mouth, GRID))[0] > 0
-  face_cover = np.asarray(masking._box_coverage(face, GRID))[0] > 0
+  mouth_cover = np.asarray(face_regions.box_coverage(np.asarray(mouth), GRID))[0] > 0
+  face_cover = np.asarray(face_regions.box_coverage(np.asarray(face), GRID))[0] > 0
   weighted = np.asarray(masking.keep_to_mask(masking.weighted_keep(jax.random.PRNGKey(3), w, k), 36))
   uniform = np.asarray(masking.keep_to_mask(masking.uniform_keep(jax.random.PRNGKey(4), 512, 36, k), 36))
   # uniform: every patch kept with probability k/N; weighted: mouth patches far more often
@@ -68,6 +68,29 @@ def test_face_bypass_favours_the_face_and_mouth(boxes):
   assert weighted[:, mouth_cover].mean() > 2.5 * uniform[:, mouth_cover].mean()
   assert weighted[:, face_cover].mean() > 1.2 * uniform[:, face_cover].mean()
   assert weighted[:, ~face_cover].mean() < 0.75 * uniform[:, ~face_cover].mean()
+
+
+def test_face_view_from_numpy_weights_equals_the_jax_view():
+  """The PyTorch bridge computes the evaluation view's weights in numpy and ranks them with a
+  stable sort: it must keep the patches the jitted JAX view keeps (weights agree to rounding:
+  XLA fuses multiply-adds; cells inside a box have coverage exactly 1 on both sides)."""
+  rng = np.random.default_rng(0)
+  lo = rng.uniform(0.0, 0.5, (256, 2)).astype(np.float32)
+  face = np.concatenate([lo, lo + rng.uniform(0.2, 0.5, (256, 2)).astype(np.float32)], axis=1)
+  mouth = np.concatenate([face[:, :2] + 0.1, face[:, :2] + 0.2], axis=1).astype(np.float32)
+  for grid in (2, 6, 7, 14):
+    ours = face_regions.face_weights(face, mouth, grid, **WEIGHTS)
+    assert ours.dtype == np.float32
+    view = jax.jit(lambda f, m: masking.top_weight_keep(masking.face_weights(f, m, grid, **WEIGHTS),
+                                                        masking.num_visible(grid * grid, 0.75)))
+    k = masking.num_visible(grid * grid, 0.75)
+    np.testing.assert_allclose(
+        ours, np.asarray(jax.jit(masking.face_weights, static_argnums=2)(face, mouth, grid, **WEIGHTS)),
+        rtol=1e-6)
+    np.testing.assert_array_equal(
+        np.sort(np.argsort(-ours, axis=1, kind="stable")[:, :k], axis=1), np.asarray(view(face, mouth)))
+    inside = face_regions.box_coverage(np.float32([[0.0, 0.0, 1.0, 1.0]]), grid)
+    np.testing.assert_array_equal(inside, 1.0)
 
 
 def test_weighted_keep_matches_sampling_without_replacement():
