@@ -22,8 +22,8 @@ from synclipmae_jax.models import audio_signal
 from synclipmae_torch import audio, layout, modules
 
 
-def _tensor(x, dtype=None) -> torch.Tensor:
-  return (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))).to(dtype)
+def _tensor(x) -> torch.Tensor:
+  return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
 
 
 class SyncTokenizer(nn.Module):
