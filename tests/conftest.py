@@ -4,3 +4,21 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+import pytest  # pylint: disable=wrong-import-position
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+  """(config, workdir, final metrics): configs/demo.py:tiny trained 4 steps on 8 fake devices
+  (data=2, fsdp=2, tensor=2), checkpoints and sync evaluations at steps 2 and 4. Shared by the
+  tests that read a trained workdir (checkpointing, export)."""
+  from configs import demo  # pylint: disable=import-outside-toplevel
+  from synclipmae_jax import train  # pylint: disable=import-outside-toplevel
+  config = demo.get_config("tiny")
+  config.data.directory = str(tmp_path_factory.mktemp("tiny_run_data"))
+  config.mesh.update(data=2, fsdp=2, tensor=2)
+  workdir = str(tmp_path_factory.mktemp("tiny_run"))
+  metrics = train.train_and_evaluate(config, workdir)
+  return config, workdir, metrics

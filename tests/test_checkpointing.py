@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import demo
-from synclipmae_jax import checkpointing, experiment, input_pipeline, sharding, train
+from synclipmae_jax import checkpointing, experiment, input_pipeline, sharding
 from synclipmae_jax.evaluators import common as evaluators
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,13 +40,9 @@ np.savez(sys.argv[2], step=restored.step, vocal=evaluator.video_tokens(restored.
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tiny_run):
   """The tiny config trained 4 steps on 8 fake devices, checkpoints at steps 2 and 4."""
-  config = demo.get_config("tiny")
-  config.data.directory = str(tmp_path_factory.mktemp("data"))
-  config.mesh.update(data=2, fsdp=2, tensor=2)
-  workdir = str(tmp_path_factory.mktemp("run"))
-  train.train_and_evaluate(config, workdir)
+  config, workdir, _ = tiny_run
   return config, workdir
 
 

@@ -29,7 +29,7 @@ class AudioAdapter(nn.Module):
     if self.mode == "last_layer":
       features = features[:, :, -1:]
     x = features.reshape(features.shape[:2] + (-1,)).astype(self.dtype)
-    x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="ln_in",
+    x = nn.LayerNorm(epsilon=layers.LAYER_NORM_EPS, dtype=self.dtype, name="ln_in",
                      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("audio_features",)),
                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("audio_features",)))(x)
     x = layers.dense(self.width, ("audio_features", "mlp"), self.dtype, "proj_in")(x)

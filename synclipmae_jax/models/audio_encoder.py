@@ -24,27 +24,20 @@ normalisation applies to the resampled waveform, the encoder's actual input.
 
 from __future__ import annotations
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from transformers import Wav2Vec2Config
-from transformers.audio_utils import mel_filter_bank, window_function
 
-from data_pipelines.schema import SAMPLE_RATE, SAMPLES_PER_FRAME
 from synclipmae_jax.models import wav2vec2
+# The geometry and filter taps live in the jax-free `audio_signal` (shared with synclipmae_torch).
+from synclipmae_jax.models.audio_signal import (
+    LOG_MEL_FLOOR, MEL_FRAMES_PER_VIDEO_FRAME, MEL_HOP, MEL_WINDOW, NORMALIZE_EPS, SAMPLES_PER_FRAME,
+    antialiased_resample_weights, mel_constants)
 
 FRONTENDS = ("mel", "wav2vec2")
 ALIGNMENTS = ("resample", "interpolate")
-
-NORMALIZE_EPS = 1e-7
-MEL_WINDOW = 400  # 25 ms Hann window, n_fft = 400
-MEL_HOP = 160  # 10 ms
-MEL_FRAMES_PER_VIDEO_FRAME = SAMPLES_PER_FRAME // MEL_HOP  # 4
-MEL_MAX_FREQUENCY = 8_000.0
-LOG_MEL_FLOOR = 1e-6
 
 
 def zero_mean_unit_variance(waveform: jax.Array, eps: float = NORMALIZE_EPS) -> jax.Array:
@@ -52,37 +45,6 @@ def zero_mean_unit_variance(waveform: jax.Array, eps: float = NORMALIZE_EPS) -> 
   mean = jnp.mean(waveform, axis=-1, keepdims=True)
   var = jnp.var(waveform, axis=-1, keepdims=True)
   return (waveform - mean) / jnp.sqrt(var + eps)
-
-
-def antialiased_resample_weights(in_length: int, out_length: int) -> tuple[np.ndarray, np.ndarray]:
-  """Taps of the anti-aliased linear resampler used by `resample`.
-
-  Output sample i sits at input position c_i = s (i + 0.5), s = in_length / out_length, input
-  sample j at j + 0.5. Its weights are a triangle widened by the downsampling factor,
-  w_ij = max(0, 1 - |j + 0.5 - c_i| / max(s, 1)), over the samples inside the input, normalised to
-  sum to 1. This is the filter of PyTorch's `F.interpolate(x[:, None, None, :],
-  size=(1, out_length), mode="bilinear", align_corners=False, antialias=True)[:, 0, 0]` and of
-  `jax.image.resize(x, (B, out_length), "linear", antialias=True)`; both compute sample positions
-  in float32 and so differ by up to ~1e-4 (3200 samples) to ~3e-3 (48000 samples, PyTorch) from
-  the exact filter, whereas these weights are computed in float64 and rounded to float32 once.
-  To reproduce `resample` in PyTorch, apply the same arrays:
-  `(x[:, torch.from_numpy(indices)] * torch.from_numpy(weights)).sum(-1)`.
-
-  Returns:
-    (indices int32 [out_length, taps], weights float32 [out_length, taps]); taps outside the input
-    have weight 0 and a clamped index.
-  """
-  if in_length < 1 or out_length < 1:
-    raise ValueError(f"lengths must be >= 1, got in_length={in_length}, out_length={out_length}")
-  scale = in_length / out_length
-  support = max(scale, 1.0)
-  centre = scale * (np.arange(out_length) + 0.5)
-  taps = int(np.ceil(2 * support)) + 1
-  index = np.floor(centre - support + 0.5).astype(np.int64)[:, None] + np.arange(taps)
-  weights = np.maximum(0.0, 1.0 - np.abs(index + 0.5 - centre[:, None]) / support)
-  weights[(index < 0) | (index >= in_length)] = 0.0
-  weights /= weights.sum(axis=1, keepdims=True)
-  return np.clip(index, 0, in_length - 1).astype(np.int32), weights.astype(np.float32)
 
 
 def resample(waveform: jax.Array, out_length: int) -> jax.Array:
@@ -95,16 +57,6 @@ def resample(waveform: jax.Array, out_length: int) -> jax.Array:
   return jnp.sum(waveform[:, index] * weights, axis=-1)
 
 
-@functools.lru_cache(maxsize=None)
-def _mel_constants(n_mels: int) -> tuple[np.ndarray, np.ndarray]:
-  """(periodic Hann window [400], HTK mel filter bank [201, n_mels], 0-8 kHz, unnormalised)."""
-  window = window_function(MEL_WINDOW, "hann", periodic=True).astype(np.float32)
-  filters = mel_filter_bank(
-      num_frequency_bins=MEL_WINDOW // 2 + 1, num_mel_filters=n_mels, min_frequency=0.0,
-      max_frequency=MEL_MAX_FREQUENCY, sampling_rate=SAMPLE_RATE, norm=None, mel_scale="htk")
-  return window, filters.astype(np.float32)
-
-
 def log_mel_spectrogram(waveform: jax.Array, n_mels: int) -> jax.Array:
   """log(mel power + 1e-6) of [B, N]: [B, N // 160, n_mels].
 
@@ -114,7 +66,7 @@ def log_mel_spectrogram(waveform: jax.Array, n_mels: int) -> jax.Array:
   samples into it. Periodic Hann window, power spectrum |rfft|^2, HTK mel filters without area
   normalisation (`transformers.audio_utils.mel_filter_bank(..., norm=None, mel_scale="htk")`).
   """
-  window, filters = _mel_constants(n_mels)
+  window, filters = mel_constants(n_mels)
   num_samples = waveform.shape[-1]
   num_mel_frames = num_samples // MEL_HOP
   left = (MEL_WINDOW - MEL_HOP) // 2

@@ -16,11 +16,12 @@ import numpy as np
 Dtype = Any
 
 xavier = nn.initializers.xavier_uniform()
+LAYER_NORM_EPS = 1e-6  # every LayerNorm of the encoder, decoder and audio adapter (ViT/MAE's)
 
 
 def layer_norm(name: str | None = None, dtype: Dtype = jnp.float32) -> nn.LayerNorm:
   return nn.LayerNorm(
-      epsilon=1e-6, dtype=dtype, name=name,
+      epsilon=LAYER_NORM_EPS, dtype=dtype, name=name,
       scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
 

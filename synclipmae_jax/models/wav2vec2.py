@@ -37,6 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 from transformers import Wav2Vec2Config
 
+# CNN geometry, shared with the PyTorch bridge through the jax-free `audio_signal`.
+from synclipmae_jax.models.audio_signal import conv_output_length, num_samples_for_tokens
+
 ALIGNMENTS = ("none", "interpolate")
 
 # transformers.activations.ACT2FN names -> JAX functions with the same numerics.
@@ -81,32 +84,6 @@ def check_config(config: Wav2Vec2Config) -> None:
     raise ValueError("wav2vec2 adapters (add_adapter / adapter_attn_dim) are not supported")
   activation(config.feat_extract_activation)
   activation(config.hidden_act)
-
-
-def conv_output_length(config: Wav2Vec2Config, num_samples: int) -> int:
-  """Number of CNN frames for `num_samples` input samples (floor((N - 400) / 320) + 1 for base).
-
-  Same as transformers' `_get_feat_extract_output_lengths` (without adapter); can be <= 0 when
-  the input is shorter than the receptive field.
-  """
-  length = num_samples
-  for kernel, stride in zip(config.conv_kernel, config.conv_stride):
-    length = (length - kernel) // stride + 1
-  return length
-
-
-def num_samples_for_tokens(config: Wav2Vec2Config, num_tokens: int) -> int:
-  """Smallest input length for which the CNN emits exactly `num_tokens` frames.
-
-  Receptive field + total stride * (num_tokens - 1): 320 T + 80 for the base geometry.
-  """
-  if num_tokens < 1:
-    raise ValueError(f"num_tokens must be >= 1, got {num_tokens}")
-  receptive_field, jump = 1, 1
-  for kernel, stride in zip(config.conv_kernel, config.conv_stride):
-    receptive_field += (kernel - 1) * jump
-    jump *= stride
-  return receptive_field + jump * (num_tokens - 1)
 
 
 def linear_interpolation_weights(

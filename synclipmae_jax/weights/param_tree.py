@@ -133,6 +133,20 @@ def stack_layers(updates: MappingType[str, np.ndarray],
   return out
 
 
+def unstack_layers(flat: MappingType[str, Any]) -> dict[str, Any]:
+  """Inverse of `stack_layers`: scanned `.../blocks/layers/<rest>` leaves [depth, ...] become
+  `.../blocks/layers_{i}/<rest>`; other leaves pass through."""
+  out = {}
+  for path, value in flat.items():
+    match = _SCANNED.match(path)
+    if match:
+      for i in range(value.shape[0]):
+        out[f"{match.group(1)}/layers_{i}/{match.group(2)}"] = value[i]
+    else:
+      out[path] = value
+  return out
+
+
 def run_rules(rules: list[Rule], state_dict: MappingType[str, np.ndarray],
               target_shapes: MappingType[str, Shape], report: report_lib.LoadReport,
               key_names: MappingType[str, str] | None = None
