@@ -290,3 +290,34 @@ def test_a_detector_returning_too_few_results_is_an_error_not_a_shift(videos):
   assert report.kept == []
   assert [r["reason"] for r in report.rejected] == [rejects.ERROR]
   assert "the detector returned" in report.rejected[0]["detail"]
+
+
+class OutOfMemoryOnceDetector(BrightSquareDetector):
+  """Runs out of memory on its first call in a process whose FAIL_FLAG file exists, then
+  removes the flag (the machine recovered): the run must stop, the resume must retry."""
+
+  def detect(self, images):
+    flag = os.environ.get("FAIL_FLAG", "")
+    if flag and os.path.exists(flag):
+      os.remove(flag)
+      raise MemoryError("simulated: the detector ran out of memory")
+    return super().detect(images)
+
+
+def test_an_infrastructure_failure_stops_the_run_and_a_resume_retries_the_file(videos, tmp_path,
+                                                                              monkeypatch):
+  assert rejects.is_infrastructure_failure(OSError(28, "No space left on device"))
+  assert not rejects.is_infrastructure_failure(OSError(2, "No such file"))
+  assert not rejects.is_infrastructure_failure(ValueError("bad input"))
+  flag = tmp_path / "fail_once"
+  flag.touch()
+  monkeypatch.setenv("FAIL_FLAG", str(flag))
+  detector = "tests.test_prepare_run:OutOfMemoryOnceDetector"
+  out = tmp_path / "out"
+  with pytest.raises(MemoryError, match="ran out of memory"):
+    run(videos, out, detector=detector)
+  assert not flag.exists()
+  summary = run(videos, out, detector=detector)  # the resume: every file prepared, none an error
+  assert rejects.ERROR not in {r["reason"] for r in read_rejects(out)}
+  reference = run(videos, tmp_path / "reference")
+  assert stable(summary) == stable(reference)

@@ -135,7 +135,9 @@ def prepare_file(source: Source, detector: face_detector.FaceDetector, options: 
   """Prepares one video: every kept clip goes to `write`; returns the report.
 
   Never raises for a bad input: a file that cannot be used is reported with its reason
-  (an unexpected exception too, as ERROR, keeping the clips already written).
+  (an unexpected exception too, as ERROR, keeping the clips already written). A failure of
+  the machine (`rejects.is_infrastructure_failure`: out of memory, a full or failing disk)
+  is raised: the run stops with it and a resume retries the file.
   """
   report = FileReport(source)
   try:
@@ -143,6 +145,8 @@ def prepare_file(source: Source, detector: face_detector.FaceDetector, options: 
   except rejects.Rejected as e:
     report.reject(0, None, e.reason, e.detail)
   except Exception as e:  # pylint: disable=broad-except
+    if rejects.is_infrastructure_failure(e):
+      raise
     # A bug met on one input must not stop the run: report it with where it happened.
     where = traceback.extract_tb(e.__traceback__)[-1]
     report.reject(0, None, rejects.ERROR,

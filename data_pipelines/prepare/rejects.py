@@ -7,6 +7,8 @@ a run threw away and why.
 
 from __future__ import annotations
 
+import errno
+
 # File-level reasons.
 EMPTY_FILE = "empty_file"  # zero bytes
 UNREADABLE = "unreadable"  # not a media file ffmpeg opens (text, truncated container, ...)
@@ -34,3 +36,20 @@ class Rejected(Exception):
     super().__init__(f"{reason}: {detail}" if detail else reason)
     self.reason = reason
     self.detail = detail
+
+
+# Failures of the machine, not of the file: they stop the run (the file's shard is not marked
+# done, so a resume retries it) instead of rejecting the file.
+INFRASTRUCTURE_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EROFS, errno.EDQUOT, errno.ENOMEM,
+                                   errno.ESTALE, errno.ENODEV})
+INFRASTRUCTURE_EXCEPTION_NAMES = frozenset({"ResourceExhaustedError"})  # TensorFlow's out of memory
+
+
+def is_infrastructure_failure(error: BaseException) -> bool:
+  """Whether `error` is the machine's (out of memory, a full, read-only, vanished or failing
+  disk) rather than the input file's."""
+  if isinstance(error, MemoryError):
+    return True
+  if isinstance(error, OSError) and error.errno in INFRASTRUCTURE_ERRNOS:
+    return True
+  return type(error).__name__ in INFRASTRUCTURE_EXCEPTION_NAMES
