@@ -20,7 +20,7 @@ import dataclasses
 import json
 import os
 import signal
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 import grain
@@ -98,10 +98,17 @@ def restore_or_initialize(manager: ocp.CheckpointManager, exp: experiment_lib.Ex
 
 
 def maybe_save_checkpoint(manager: ocp.CheckpointManager, step: int, state, train_iter, *,
-                          every_steps: int, final: bool, preempted: bool) -> bool:
-  """Saves every `every_steps` steps, at the last step and when preempted; True if saved."""
+                          every_steps: int, final: bool, preempted: bool,
+                          before_save: Callable[[], None]) -> bool:
+  """The save policy: every `every_steps` steps, at the last step and when preempted.
+
+  `before_save` runs first (the loop's non-finite guard over every step up to `step`: it
+  raises, so a non-finite state is never saved). Saving is asynchronous and collective: every
+  process calls this at the same steps. Returns whether it saved.
+  """
   if not (step % every_steps == 0 or final or preempted):
     return False
+  before_save()
   manager.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state), iter=grain.checkpoint.CheckpointSave(train_iter)),
       force=True)

@@ -1,15 +1,17 @@
 """What the train loop delegates: periods, metric means, throughput, the non-finite guard.
 
 big_vision's `u.itstime` / `u.chrono` are the models: the loop asks `itstime` whether a
-periodic action is due, `StepMeans` averages the per-step metrics between log lines, and
-`Chrono` times the steps (input + step, without the compiling first step) for clips/s,
-model TFLOP/s, steps/s and the ETA.
+periodic action is due, `PendingMetrics` keeps the per-step metrics on the device until a
+log line, an image, an evaluation or a checkpoint needs them (then checks and averages
+them), and `Chrono` times the steps between those points (without the compiling first
+step) for clips/s, model TFLOP/s, steps/s and the ETA.
 """
 
 from __future__ import annotations
 
 import time
 
+import jax
 import numpy as np
 
 
@@ -31,40 +33,58 @@ def itstime(step: int, every_steps: int, final: bool) -> bool:
   return final or step % every_steps == 0
 
 
-class StepMeans:
-  """Sums of per-step metrics; `pop()` returns their means since the last pop."""
+class PendingMetrics:
+  """Per-step metrics left on the device until the loop needs them (the host never waits
+  for a step it has just dispatched); `flush` fetches them in one transfer, checks every
+  step in order (`check_finite`, so the first non-finite step is named) and sums them in
+  float64 on the host; `pop_means` returns the means since the last pop."""
 
   def __init__(self):
-    self.sums, self.count = {}, 0
+    self.pending, self.sums, self.count = [], {}, 0
 
-  def add(self, metrics: dict) -> None:
-    for k, v in metrics.items():
-      self.sums[k] = self.sums.get(k, 0.0) + float(v)
-    self.count += 1
+  def add(self, step: int, device_metrics: dict) -> None:
+    self.pending.append((step, device_metrics))
 
-  def pop(self) -> dict[str, float]:
+  def flush(self) -> None:
+    for step, metrics in jax.device_get(self.pending):
+      check_finite(step, metrics)
+      for k, v in metrics.items():
+        self.sums[k] = self.sums.get(k, 0.0) + float(v)
+      self.count += 1
+    self.pending = []
+
+  def pop_means(self) -> dict[str, float]:
+    self.flush()
     means = {k: v / self.count for k, v in self.sums.items()} if self.count else {}
     self.sums, self.count = {}, 0
     return means
 
 
 class Chrono:
-  """Step timing between log lines; the first step of a run (it compiles) is not timed."""
+  """Wall time per step between the loop's synchronisation points (`mark` after each flush).
 
-  def __init__(self, first_step: int, total_steps: int, batch_size: int, step_flops: float):
-    self.first_step, self.total_steps = first_step, total_steps
-    self.batch_size, self.step_flops = batch_size, step_flops
+  Nothing before the first mark is counted (the loop marks right after the run's first,
+  compiling step), nor the time between `mark(step)` and `resume(step)`.
+  """
+
+  def __init__(self, total_steps: int, batch_size: int, step_flops: float):
+    self.total_steps, self.batch_size, self.step_flops = total_steps, batch_size, step_flops
     self.start = time.time()
+    self.last = None  # (time, step) of the last mark
     self.steps, self.seconds = 0, 0.0
-    self.step_start = None
 
-  def step_begins(self) -> None:
-    self.step_start = time.time()
+  def mark(self, step: int) -> None:
+    now = time.time()
+    if self.last is not None and step > self.last[1]:
+      self.steps += step - self.last[1]
+      self.seconds += now - self.last[0]
+    if self.last is None or step > self.last[1]:
+      self.last = (now, step)
 
-  def step_ends(self, step: int) -> None:
-    if step > self.first_step + 1:
-      self.steps += 1
-      self.seconds += time.time() - self.step_start
+  def resume(self, step: int) -> None:
+    """After work that is not step time: if `step` was marked, time from now on."""
+    if self.last is not None and self.last[1] == step:
+      self.last = (time.time(), step)
 
   def pop(self, step: int) -> dict[str, float]:
     """perf/* metrics of the steps timed since the last pop (and the ETA of the run)."""

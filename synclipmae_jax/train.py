@@ -61,10 +61,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   evals = evaluators.from_config(config, model=exp.model, audio_encoder=exp.audio_encoder,
                                  eval_paths=eval_paths)
 
-  def run_evals(step, final):
+  def run_evals(step, final, before=lambda: None):
     results = {}
     for name, evaluator in evals.items():
       if progress.itstime(step, config.evals[name].every_steps, final):
+        before()  # the non-finite guard: never evaluate a state it has not passed
         with exp.scope():
           metrics = evaluator.run(state.params, state.frozen)
         writer.write_scalars(step, metrics)
@@ -75,35 +76,41 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   # ---------------------------------------------------------------- train loop
   profile = (periodic_actions.Profile(num_profile_steps=config.profile_steps, logdir=workdir)
              if jax.process_index() == 0 and config.profile_steps else None)
-  means = progress.StepMeans()
-  chrono = progress.Chrono(first_step, config.num_train_steps, b, exp.step_flops)
+  pending = progress.PendingMetrics()
+  chrono = progress.Chrono(config.num_train_steps, b, exp.step_flops)
   last = {}
+
+  def sync():  # wait for the dispatched steps: check (non-finite guard), sum and time them
+    pending.flush()
+    chrono.mark(step)
+
   try:
     with checkpointing.PreemptionWatcher(manager) as preemption:
       while step < config.num_train_steps:
-        chrono.step_begins()
         batch = sharding.global_batch(next(train_iter), mesh)
         with jax.profiler.StepTraceAnnotation("train", step_num=step), exp.scope():
-          state, metrics = exp.train_step(state, batch)
+          state, metrics = exp.train_step(state, batch)  # dispatched; runs while we go on
         step += 1
-        metrics = jax.device_get(metrics)
-        progress.check_finite(step, metrics)
-        chrono.step_ends(step)
-        means.add(metrics)
+        pending.add(step, metrics)
         if profile:
           profile(step)
         final = step == config.num_train_steps
+        if step == first_step + 1:  # the compiling step: time the steps after it
+          sync()
         if progress.itstime(step, config.log_every_steps, final):
-          last = {**means.pop(), **chrono.pop(step)}
+          sync()
+          last = {**pending.pop_means(), **chrono.pop(step)}
           writer.write_scalars(step, last)
           console.show(console.progress_line(step, config.num_train_steps, last))
         if progress.itstime(step, config.image_every_steps, final):
+          sync()
           write_reconstructions(writer, exp, state, batch, step)
-        last.update(run_evals(step, final))
+        last.update(run_evals(step, final, before=sync))
         stop = preemption.stop_reason(step)
         checkpointing.maybe_save_checkpoint(
             manager, step, state, train_iter, every_steps=config.checkpoint_every_steps,
-            final=final, preempted=bool(stop))
+            final=final, preempted=bool(stop), before_save=sync)
+        chrono.resume(step)  # images, evaluations and saves are not step time
         if stop:
           logging.warning("%s: stopped at step %d, checkpoint saved", stop, step)
           break

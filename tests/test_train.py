@@ -12,7 +12,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import demo
-from synclipmae_jax import config_validation, experiment, optimizer, progress, sharding, train
+from data_pipelines import grain_pipeline
+from synclipmae_jax import config_validation, experiment, input_pipeline, optimizer, progress
+from synclipmae_jax import sharding, train
 from synclipmae_jax import train_state
 
 
@@ -164,18 +166,59 @@ def test_sigterm_then_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def per_step_reference(config, steps):
+  """What the loop computes, fetched after every step: the same batches (grain is
+  deterministic), the same initial state. Returns (final params, [metrics of each step])."""
+  mesh = sharding.make_mesh(config.mesh)
+  exp = experiment.build(config, mesh)
+  train_paths, _ = input_pipeline.dataset_paths(config)
+  batches = grain_pipeline.make_train_iterator(grain_pipeline.make_train_dataset(
+      train_paths, global_batch_size=config.data.global_batch_size,
+      window_frames=config.data.window_frames, seed=config.seed,
+      horizontal_flip=config.data.horizontal_flip))
+  history = []
+  with exp.scope():
+    state = exp.init(jax.random.PRNGKey(config.seed))
+    for _ in range(steps):
+      state, metrics = exp.train_step(state, sharding.global_batch(next(batches), mesh))
+      history.append(jax.device_get(metrics))
+  return jax.device_get(state.params), history
+
+
 @pytest.mark.slow
-def test_non_finite_loss_stops_without_checkpointing_it(data_dir, tmp_path):
-  config = tiny_config(data_dir, num_train_steps=8, checkpoint_every_steps=1,
-                       **{"optim.learning_rate": 1e30, "optim.warmup_steps": 0,
-                          "optim.grad_clip_norm": 1e30})
+def test_deferred_metrics_loop_logs_and_trains_what_a_per_step_loop_does(data_dir, tmp_path):
+  config = tiny_config(data_dir, num_train_steps=6, log_every_steps=3, checkpoint_every_steps=6,
+                       image_every_steps=6, **{"evals.sync.every_steps": 6})
+  config.mesh.update(data=2, fsdp=2, tensor=2)
+  workdir = str(tmp_path / "deferred")
+  train.train_and_evaluate(config, workdir)
+  params, history = per_step_reference(config, 6)
+  logged = json.load(open(os.path.join(workdir, "metrics.json")))
+  for name in history[0]:  # the last log line: the means of steps 4..6, summed in float64
+    assert logged[name] == sum(float(m[name]) for m in history[3:]) / 3, name
+  step, saved = _final_params(workdir)
+  assert step == 6
+  for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_naming_its_step_without_checkpointing_it(data_dir, tmp_path):
+  # Metrics are fetched every 4 steps and before every checkpoint (every 2 steps).
+  config = tiny_config(data_dir, num_train_steps=8, checkpoint_every_steps=2, log_every_steps=4,
+                       image_every_steps=8, **{"evals.sync.every_steps": 8,
+                                               "optim.learning_rate": 1e30, "optim.warmup_steps": 2,
+                                               "optim.grad_clip_norm": 1e30})
+  _, history = per_step_reference(config, 8)
+  first_bad = next(i + 1 for i, m in enumerate(history) if not np.isfinite(m["loss/total"]))
   workdir = str(tmp_path / "nan")
-  with pytest.raises(progress.NonFiniteLossError, match=r"non-finite \w+ .* at step (\d+)") as e:
+  with pytest.raises(progress.NonFiniteLossError, match=rf"non-finite \w+ .* at step {first_bad};"):
     train.train_and_evaluate(config, workdir)
-  bad_step = int(str(e.value).split("at step ")[1].split(";")[0])
-  saved, params = _final_params(workdir)
-  assert saved < bad_step
-  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+  saved = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+  assert all(s <= first_bad - 1 for s in saved), (saved, first_bad)
+  if saved:
+    _, params = _final_params(workdir)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
 def test_shipped_configs_validate():

@@ -1,0 +1,41 @@
+"""The analytical FLOP count (`flops.train_step_flops`) against XLA's count of the compiled
+step (no scan, no remat), for loss.contrastive.group_size=0 on 1 and 2 batch shards: the
+count follows the group the step really uses (one batch shard's clips)."""
+
+import jax
+import pytest
+
+from configs import demo
+from synclipmae_jax import experiment, sharding
+
+
+def compiled_and_analytical(encoder: str, window_frames: int, shards: int) -> tuple[float, float]:
+  config = demo.get_config("tiny")
+  config.model.update(encoder_size=encoder, image_size=16, patch_size=8)
+  config.model.decoder.update(width=64, depth=1, num_heads=2, mlp_dim=256)
+  config.data.update(global_batch_size=8, window_frames=window_frames)
+  config.loss.contrastive.group_size = 0  # one batch shard's clips per group
+  config.mesh.update(data=shards, fsdp=1, tensor=1)
+  exp = experiment.build(config, sharding.make_mesh(config.mesh, jax.devices()[:shards]))
+  with exp.scope():
+    compiled = exp.train_step.lower(exp.abstract_state, exp.abstract_batch).compile()
+  # cost_analysis() is of the SPMD-partitioned program: per device.
+  return compiled.cost_analysis()["flops"] * shards, exp.step_flops
+
+
+@pytest.fixture(scope="module")
+def logits_heavy():
+  """128-frame windows: the contrastive logits and positive sets are ~8 % of the step."""
+  return {shards: compiled_and_analytical("mini", 128, shards) for shards in (1, 2)}
+
+
+def test_the_count_follows_the_contrastive_group_of_each_batch_sharding(logits_heavy):
+  (compiled_1, analytical_1), (compiled_2, analytical_2) = logits_heavy[1], logits_heavy[2]
+  # Halving the group (2 shards) removes half of the group-size-dependent work.
+  assert analytical_1 - analytical_2 == pytest.approx(compiled_1 - compiled_2, rel=0.05)
+  assert analytical_1 - analytical_2 > 0.01 * analytical_1
+
+
+def test_the_count_is_within_two_percent_of_the_compiled_step_where_matmuls_dominate():
+  compiled, analytical = compiled_and_analytical("B", 8, 1)
+  assert analytical == pytest.approx(compiled, rel=0.02)
