@@ -64,7 +64,7 @@ def get_config(arg: str | None = None):
   c.model.init.vitmae = ""  # e.g. a local copy of facebook/vit-mae-base
   c.model.dtype = "bfloat16"
   c.model.scan_layers = True
-  c.model.remat = True
+  c.model.remat_policy.update(encoder="full", decoder="full")
 
   c.optim.update(learning_rate=1.5e-4, warmup_steps=10_000, weight_decay=0.05, b2=0.95)
   c.mesh.update(data=-1, fsdp=8, tensor=1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ml_collections
 
 from synclipmae_jax import objective
-from synclipmae_jax.models import audio_adapter, vit
+from synclipmae_jax.models import audio_adapter, remat, vit
 from synclipmae_jax.weights import checkpoint_files
 
 DEFAULT_RULES = (
@@ -24,6 +24,11 @@ DEFAULT_RULES = (
     ("patch", None),
     ("prompts", None),
     ("audio_features", "fsdp"),  # the adapter's 9984-wide input: sharded like `embed`
+    # The frozen wav2vec 2.0 (models/wav2vec2.py AXES): sharded like the trainable weights.
+    ("audio_embed", "fsdp"),
+    ("audio_heads", "tensor"),
+    ("audio_mlp", "tensor"),
+    ("audio_conv", "fsdp"),
     ("act_embed", None),
     ("act_mlp", "tensor"),
     ("act_heads", "tensor"),
@@ -69,7 +74,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.init = ml_collections.ConfigDict(dict(wav2vec2="", sapiens="", vitmae=""))
   c.model.dtype = "float32"
   c.model.scan_layers = False
-  c.model.remat = False
+  # What each stack's blocks keep for the backward pass (models/remat.py: none, full, ...).
+  c.model.remat_policy = ml_collections.ConfigDict(dict(encoder="none", decoder="none"))
 
   c.masking = ml_collections.ConfigDict()
   c.masking.mode = "two_bypass"  # | "uniform_only" (A1) | "face_only" (A2)
@@ -133,6 +139,11 @@ def validate(c, *, num_devices: int, process_count: int = 1) -> None:
   check(m.decoder.width % m.decoder.num_heads == 0 and m.decoder.width % 4 == 0,
         f"model.decoder.width={m.decoder.width} must be divisible by 4 and by num_heads={m.decoder.num_heads}")
   check(m.dtype in ("float32", "bfloat16"), f"model.dtype={m.dtype!r} must be float32 or bfloat16")
+  check(set(m.remat_policy) == set(remat.STACKS),
+        f"model.remat_policy keys {sorted(m.remat_policy)} must be {sorted(remat.STACKS)}")
+  for stack, policy in m.remat_policy.items():
+    check(policy in remat.REMAT_POLICIES,
+          f"model.remat_policy.{stack}={policy!r} must be one of {remat.REMAT_POLICIES}")
   check(m.audio.frontend in ("mel", "wav2vec2"), f"model.audio.frontend={m.audio.frontend!r}")
   check(m.audio.alignment in ("resample", "interpolate"), f"model.audio.alignment={m.audio.alignment!r}")
   check(m.audio.adapter in audio_adapter.ADAPTER_MODES, f"model.audio.adapter={m.audio.adapter!r}")
