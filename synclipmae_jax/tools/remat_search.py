@@ -35,6 +35,7 @@ import json
 import sys
 
 from absl import app, flags
+import jax
 
 from synclipmae_jax.models import remat
 from synclipmae_jax.tools import aot
@@ -134,6 +135,7 @@ def search(config, devices, clips_per_chip: list[int], candidates: list[str], *,
           candidate_config(config, parse_candidate(candidate), clips * chips), devices,
           hbm_bytes=hbm_bytes, min_headroom=min_headroom, compile_eval=False)
       result["rows"].append(table_row(candidate, clips, report, config.num_train_steps))
+      jax.clear_caches()  # each candidate traces new functions: do not keep the old ones' traces
       result.update(hbm_bytes_per_device=report["hbm_bytes_per_device"], mesh=report["mesh"])
       result["choice"] = choose(result["rows"])
       if on_row is not None:
