@@ -16,9 +16,9 @@ policy trades that memory for recomputation (MaxText's per-layer `remat_policy`)
   (about +1/3 of the blocks' FLOPs: forward once more on top of forward + backward).
 - "offload": like "save_all_but_mlp" plus the MLP hidden activations, but every named value goes
   to host memory ("pinned_host") instead of HBM and comes back for the backward pass; its cost is
-  host-device transfer time, which FLOP counts do not show. Needs a runtime with host memory
-  spaces (TPU, GPU); on CPU the device memory is the host memory and jax rejects the policy at
-  compile time, so `layers.Stack` cannot train with it there.
+  host-device transfer time, which FLOP counts do not show. Needs a runtime with a "pinned_host"
+  memory space: TPU and GPU, and also jax's CPU backend (0.10), where the "transfers" are copies
+  within host RAM, so tests/test_remat.py trains with it on CPU.
 """
 
 from __future__ import annotations
