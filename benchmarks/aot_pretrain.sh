@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # (c) AOT report of configs/pretrain.py for v5p:4x4x8 (128 chips, 48 clips per chip), and the
-# variants that explain its FLOP count and memory: without nn.scan (XLA counts a scanned
-# stack's body once), without remat, both. Needs the tpu venv:
+# variants that explain its FLOP count and memory: with and without nn.scan (XLA counts a scanned
+# stack's body once), full remat or none (benchmarks/remat_pretrain.sh compares all the remat
+# policies). Needs the tpu venv:
 #   SYNCLIPMAE_VENV=.venv-tpu bash scripts/setup_env.sh tpu
 #   bash benchmarks/aot_pretrain.sh            # writes benchmarks/results/aot_pretrain_*.{txt,json}
 set -euo pipefail
@@ -9,11 +10,14 @@ cd "$(dirname "$0")/.."
 python="${SYNCLIPMAE_VENV:-.venv-tpu}/bin/python"
 out=benchmarks/results
 mkdir -p "$out"
+full="--config.model.remat_policy.encoder=full --config.model.remat_policy.decoder=full"
+none="--config.model.remat_policy.encoder=none --config.model.remat_policy.decoder=none"
 variants=(
-  "scan_remat||"
-  "noscan_noremat|--config.model.scan_layers=False --config.model.remat=False|--eval=False"
-  "scan_noremat|--config.model.remat=False|--eval=False"
-  "noscan_remat|--config.model.scan_layers=False|--eval=False"
+  "config||"
+  "scan_remat|--config.model.scan_layers=True $full|"
+  "noscan_noremat|--config.model.scan_layers=False $none|--eval=False"
+  "scan_noremat|--config.model.scan_layers=True $none|--eval=False"
+  "noscan_remat|--config.model.scan_layers=False $full|--eval=False"
 )
 for v in "${variants[@]}"; do
   name="${v%%|*}"; rest="${v#*|}"; overrides="${rest%%|*}"; eval_flag="${rest#*|}"

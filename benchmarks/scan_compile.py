@@ -27,7 +27,8 @@ def main(argv):
   for encoder in ("S", "L"):
     for scan in (False, True):
       config = harness.mid_config()
-      config.model.update(encoder_size=encoder, scan_layers=scan, remat=False)
+      config.model.update(encoder_size=encoder, scan_layers=scan)
+      config.model.remat_policy.update(encoder="none", decoder="none")
       config.mesh.update(data=1, fsdp=1, tensor=1)
       step = harness.TrainStep(config)
       seconds = step.compile()

@@ -24,6 +24,17 @@ Pretrained initialisation (paper 5; local files, nothing is downloaded; "" = ran
 Only a fresh run loads them (a resumed run restores its own checkpoint). Inspect a checkpoint
 with `synclipmae-inspect-checkpoint --config=configs/pretrain.py sapiens /ckpt/....pth`.
 
+Memory and speed: the rematerialisation policy (models/remat.py) is the one the AOT search picks
+for v5p:4x4x8 at 48 clips per chip: of the policies that leave >= 15 % of HBM free, the one that
+runs the fewest FLOPs (BENCHMARKS.md (c), libtpu on any host, the tpu extra):
+
+  python -m synclipmae_jax.tools.remat_search --config=configs/pretrain.py --topology=v5p:4x4x8 \
+    --clips_per_chip=48 --min_headroom=0.15        # every policy; bash benchmarks/remat_pretrain.sh
+
+No remat, unscanned: 76.7 GiB of 95 per chip (19 % free), 1.009x the analytical FLOPs;
+"dots_no_batch" (39.4 GiB, 1.021x) is the setting with room to spare. With fewer chips or less HBM
+per chip, run the search for that topology (and --fallback_clips_per_chip for smaller batches).
+
 Paper's targets (Hallo3 test set, K = 1 / 5 / 15): Acc 52.5 / 68.4 / 82.3 %, Offset
 2.66 / 1.73 / 0.93 frames, R-precision@1/2/3 (pool 32) 40.2 / 61.5 / 73.5 %.
 """
@@ -62,8 +73,9 @@ def get_config(arg: str | None = None):
   c.model.init.sapiens = ""  # e.g. sapiens_0.3b_epoch_1600_clean.pth (CC-BY-NC-4.0)
   c.model.init.vitmae = ""  # e.g. a local copy of facebook/vit-mae-base
   c.model.dtype = "bfloat16"
-  c.model.scan_layers = True
-  c.model.remat = True
+  # Chosen by the remat search for v5p:4x4x8 at 48 clips per chip (see the docstring).
+  c.model.scan_layers = False
+  c.model.remat_policy.update(encoder="none", decoder="none")
 
   c.optim.update(learning_rate=1.5e-4, warmup_steps=10_000, weight_decay=0.05, b2=0.95)
   c.mesh.update(data=-1, fsdp=8, tensor=1)

@@ -23,6 +23,11 @@ DEFAULT_RULES = (
     ("patch", None),
     ("prompts", None),
     ("audio_features", "fsdp"),  # the adapter's 9984-wide input: sharded like `embed`
+    # The frozen wav2vec 2.0 (models/wav2vec2.py AXES): sharded like the trainable weights.
+    ("audio_embed", "fsdp"),
+    ("audio_heads", "tensor"),
+    ("audio_mlp", "tensor"),
+    ("audio_conv", "fsdp"),
     ("act_embed", None),
     ("act_mlp", "tensor"),
     ("act_heads", "tensor"),
@@ -67,7 +72,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.init = ml_collections.ConfigDict(dict(wav2vec2="", sapiens="", vitmae=""))
   c.model.dtype = "float32"
   c.model.scan_layers = False
-  c.model.remat = False
+  # What each stack's blocks keep for the backward pass (models/remat.py: none, full, ...).
+  c.model.remat_policy = ml_collections.ConfigDict(dict(encoder="none", decoder="none"))
 
   c.masking = ml_collections.ConfigDict()
   c.masking.mode = "two_bypass"  # | "uniform_only" (A1) | "face_only" (A2)

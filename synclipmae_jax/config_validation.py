@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from synclipmae_jax import input_pipeline, objective, sharding, train_state
 from synclipmae_jax.evaluators import common as evaluators
-from synclipmae_jax.models import audio_adapter, audio_encoder, synclipmae, vit
+from synclipmae_jax.models import audio_adapter, audio_encoder, remat, synclipmae, vit
 from synclipmae_jax.weights import checkpoint_files
 
 PERIODS = ("log_every_steps", "image_every_steps", "checkpoint_every_steps", "keep_checkpoints")
@@ -43,6 +43,10 @@ def validate(c, *, num_devices: int, process_count: int = 1) -> None:
   check(m.decoder.width % m.decoder.num_heads == 0 and m.decoder.width % 4 == 0,
         f"model.decoder.width={m.decoder.width} must be divisible by 4 and by num_heads={m.decoder.num_heads}")
   one_of(m.dtype, synclipmae.DTYPES, "model.dtype")
+  check(set(m.remat_policy) == set(remat.STACKS),
+        f"model.remat_policy keys {sorted(m.remat_policy)} must be {sorted(remat.STACKS)}")
+  for stack, policy in m.remat_policy.items():
+    one_of(policy, remat.REMAT_POLICIES, f"model.remat_policy.{stack}")
   one_of(m.audio.frontend, audio_encoder.FRONTENDS, "model.audio.frontend")
   one_of(m.audio.alignment, audio_encoder.ALIGNMENTS, "model.audio.alignment")
   one_of(m.audio.adapter, audio_adapter.ADAPTER_MODES, "model.audio.adapter")

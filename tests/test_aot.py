@@ -1,6 +1,7 @@
 """AOT compile tool: per-device bytes from shardings, the compiled report of the tiny config on
-the 8 local devices (donation, fit, replication checks), and, where libtpu is installed
-(`pytest -m tpu` in the tpu venv), the command line against real TPU topologies."""
+the 8 local devices (donation, fit, replication checks of trainable and frozen weights), the remat
+search's choice, and, where libtpu is installed (`pytest -m tpu` in the tpu venv), the command
+lines against real TPU topologies."""
 
 import importlib.util
 import json
@@ -11,11 +12,14 @@ import sys
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
+import optax
 import pytest
 
 from configs import demo
-from synclipmae_jax import sharding
-from synclipmae_jax.tools import aot
+from synclipmae_jax import sharding, train_state
+from synclipmae_jax.models import audio_encoder as audio_encoder_lib
+from synclipmae_jax.models import synclipmae
+from synclipmae_jax.tools import aot, remat_search
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
@@ -25,6 +29,16 @@ def tiny_config(**rules):
   c = demo.get_config("tiny")
   c.mesh.update(data=2, fsdp=2, tensor=2)
   c.sharding.logical_axis_rules = tuple((n, rules.get(n, a)) for n, a in c.sharding.logical_axis_rules)
+  return c
+
+
+def with_tiny_wav2vec2(c):
+  """`c` with a small frozen wav2vec2 front end (hidden 64: its 64 x 64 kernels are 16 KiB)."""
+  c.model.audio.frontend = "wav2vec2"
+  c.model.audio.wav2vec2.update(
+      hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128,
+      conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=8,
+      num_conv_pos_embedding_groups=2)
   return c
 
 
@@ -64,15 +78,34 @@ def test_report_of_the_tiny_config_on_eight_devices(report):
 
 
 def test_does_not_fit_and_replicated_weights_fail_the_report():
-  config = tiny_config(embed=None)  # an fsdp mesh whose rules forgot to shard the weights
+  # An fsdp mesh whose rules forgot to shard the weights, trainable and frozen.
+  config = with_tiny_wav2vec2(tiny_config(embed=None, audio_embed=None))
   r = aot.compile_report(config, jax.devices(), hbm_bytes=2 ** 16, max_replicated_bytes=4096,
                          compile_eval=False)
   assert not r["fits"] and not r["ok"]
   names = [p["name"] for p in r["replicated_parameters"]]
   assert "['encoder']['blocks']['layers_0']['mlp']['fc1']['kernel']" not in names  # split on tensor
   assert "['encoder']['patch_embed']['kernel']" in names
+  w2v = "['frozen']['wav2vec2']['encoder']['layers_0']"
+  assert f"{w2v}['attention']['q_proj']['kernel']" not in names  # split on tensor (audio_heads)
+  assert f"{w2v}['attention']['out_proj']['kernel']" not in names
+  assert f"{w2v}['feed_forward']['output_dense']['kernel']" not in names  # audio_mlp on tensor
+  assert f"{w2v}['feed_forward']['output_dense']['bias']" not in names  # 256 bytes
+  assert "['frozen']['wav2vec2']['encoder']['pos_conv_embed']['conv']['weight_v']" in names
   assert all(p["bytes"] >= 4096 for p in r["replicated_parameters"])
   assert "does not fit" in aot.format_report(r) and "REPLICATED" in aot.format_report(r)
+
+
+def test_default_rules_shard_the_frozen_wav2vec2_over_fsdp():
+  config = with_tiny_wav2vec2(tiny_config())
+  mesh = sharding.make_mesh(config.mesh)
+  fns = train_state.make(config, synclipmae.build(config.model),
+                         audio_encoder_lib.build(config.model.audio), optax.sgd(0.1), lambda s: 0.1,
+                         sharding.num_batch_shards(mesh))
+  abstract, *_ = train_state.jit_all(fns, mesh, sharding.rules(config), jax.random.PRNGKey(0))
+  assert aot.replicated_leaves(abstract.frozen, 1024) == []
+  kernel = abstract.frozen["wav2vec2"]["encoder"]["layers_0"]["feed_forward"]["intermediate_dense"]["kernel"]
+  assert kernel.sharding.spec == P("fsdp", "tensor")
 
 
 def test_bad_headroom_is_a_value_error():
@@ -119,3 +152,51 @@ def test_command_line_compiles_the_tiny_config_for_a_v5p_slice(tmp_path):
 
   tight = aot_cli("--hbm_gib=0.001", "--eval=False")
   assert tight.returncode == 1 and "FAILED: does not fit" in tight.stdout
+
+
+def search_row(candidate, clips, fits, flops, headroom=0.5):
+  return {"candidate": candidate, "clips_per_chip": clips, "fits": fits, "flops_per_device": flops,
+          "headroom": headroom, "offloads": "offload" in candidate}
+
+
+def test_remat_search_chooses_the_fewest_flops_that_fit_at_the_largest_batch():
+  rows = [search_row("none", 48, False, 1.0), search_row("full", 48, True, 1.3),
+          search_row("qkv_proj", 48, True, 1.2, 0.2), search_row("offload", 48, True, 1.01),
+          search_row("dots_no_batch", 24, True, 1.0)]
+  assert remat_search.choose(rows)["candidate"] == "qkv_proj"  # offload only if nothing else fits
+  assert remat_search.choose(rows[:1] + rows[3:4])["candidate"] == "offload"
+  assert remat_search.choose([search_row("full", 48, True, 1.0, 0.2),
+                              search_row("qkv_proj", 48, True, 1.0, 0.3)])["candidate"] == "qkv_proj"
+  assert remat_search.choose(rows[:1]) is None
+  assert remat_search.parse_candidate("full") == {"encoder": "full", "decoder": "full"}
+  assert remat_search.parse_candidate("dots_no_batch:full") == {"encoder": "dots_no_batch",
+                                                                "decoder": "full"}
+  with pytest.raises(ValueError, match="ENCODER:DECODER"):
+    remat_search.parse_candidate("full:none:none")
+  with pytest.raises(ValueError, match="ENCODER:DECODER"):
+    remat_search.search(tiny_config(), jax.devices(), [1], ["none", "dots"], min_headroom=0.15)
+
+
+@pytest.mark.tpu
+@pytest.mark.skipif(not HAS_LIBTPU, reason="needs libtpu (requirements-tpu.txt)")
+def test_remat_search_command_line_on_a_v5p_slice(tmp_path):
+  """A non-trivial policy compiled by the TPU compiler: "full" runs more FLOPs than
+  dots_no_batch (which keeps the projections), and the search chooses the latter."""
+  out = tmp_path / "remat.json"
+  result = subprocess.run(
+      [sys.executable, "-m", "synclipmae_jax.tools.remat_search", "--config=configs/demo.py:tiny",
+       "--topology=v5p:2x2x2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2", "--clips_per_chip=2",
+       "--candidates=full,dots_no_batch", "--min_headroom=0.15", f"--json_out={out}"],
+      cwd=REPO, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+  assert result.returncode == 0, result.stderr[-3000:]
+  table = json.loads(out.read_text())
+  assert table["topology"] == "v5p:2x2x2" and table["num_chips"] == 8
+  full, dots = table["rows"]
+  assert full["fits"] and dots["fits"] and full["clips_per_chip"] == 2
+  # The tiny model's step is mostly element-wise work (masking, losses): the recomputed
+  # projections are ~3 % of it.
+  assert full["flops_per_device"] > 1.01 * dots["flops_per_device"]
+  assert dots["flops_over_analytical"] < full["flops_over_analytical"]
+  assert table["choice"]["candidate"] == "dots_no_batch"
+  assert full["step_seconds"]["0.40"] > full["step_seconds"]["0.60"] > 0
+  assert "CHOICE: 2 clips per chip" in result.stdout

@@ -8,6 +8,8 @@ import pytest
 from configs import demo
 from synclipmae_jax import experiment, sharding
 
+pytestmark = pytest.mark.slow  # three compiles of larger steps (about a minute each on 2 cores)
+
 
 def compiled_and_analytical(encoder: str, window_frames: int, shards: int) -> tuple[float, float]:
   config = demo.get_config("tiny")

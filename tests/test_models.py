@@ -75,7 +75,7 @@ def test_identity_permutation_is_applied(model_and_params, inputs):
 
 
 @pytest.mark.parametrize("kw", [dict(cross_attention=False), dict(adapter="last_layer"),
-                                dict(remat=True)])
+                                dict(encoder_remat="full", decoder_remat="qkv_proj")])
 def test_ablation_switches_run(kw, inputs):
   model = _model(**kw)
   variables = model.init(jax.random.PRNGKey(1), *inputs)

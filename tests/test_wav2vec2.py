@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -153,3 +154,17 @@ def test_bad_input_raises():
     param_shapes(Wav2Vec2Config(**TINY, feat_extract_norm="batch"))
   with pytest.raises(ValueError, match="mish"):
     wav2vec2.check_config(Wav2Vec2Config(**TINY, hidden_act="mish"))
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_parameter_has_logical_axis_names(variant):
+  """The boxed init names each axis (so a mesh shards the frozen weights); init_params unboxes."""
+  config = tiny_config(variant)
+  boxed = jax.eval_shape(wav2vec2.Wav2Vec2Model(config).init, jax.random.key(0), jnp.zeros((1, 400)))
+  leaves = jax.tree.leaves(boxed["params"], is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+  assert leaves and all(isinstance(x, nn.LogicallyPartitioned) for x in leaves)
+  for leaf in leaves:
+    assert len(leaf.names) == leaf.value.ndim and set(leaf.names) <= set(wav2vec2.AXES) | {None}
+  kernel = boxed["params"]["encoder"]["layers_0"]["feed_forward"]["intermediate_dense"]["kernel"]
+  assert kernel.names == ("audio_embed", "audio_mlp")
+  assert jax.tree.structure(param_shapes(config)) == jax.tree.structure(nn.unbox(boxed["params"]))

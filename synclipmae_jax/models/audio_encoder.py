@@ -173,12 +173,12 @@ class AudioEncoder(nn.Module):
 def init_frozen_params(module: AudioEncoder, rng: jax.Array, num_frames: int) -> dict:
   """Randomly initialised frozen parameters of `module` ({} for "mel").
 
-  The tree is {"wav2vec2": <Wav2Vec2Model params>} for "wav2vec2"; a converted pretrained
-  checkpoint replaces it.
+  The tree is {"wav2vec2": <Wav2Vec2Model params>} for "wav2vec2", unboxed (without the logical
+  axis names that `train_state` uses to shard it); a converted pretrained checkpoint replaces it.
   """
   waveform = jnp.zeros((1, SAMPLES_PER_FRAME * num_frames), jnp.float32)
   variables = jax.jit(module.init, static_argnums=2)(rng, waveform, num_frames)
-  return variables.get("params", {})
+  return nn.unbox(variables.get("params", {}))
 
 
 def build(audio_config) -> AudioEncoder:

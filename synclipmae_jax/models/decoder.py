@@ -28,7 +28,7 @@ class MaeDecoder(nn.Module):
   cross_attention: bool = True
   dtype: layers.Dtype = jnp.float32
   scan: bool = False
-  remat: bool = False
+  remat_policy: str = "none"
 
   @nn.compact
   def __call__(self, tokens, keep, prompts):
@@ -43,7 +43,8 @@ class MaeDecoder(nn.Module):
     full = full + pos.astype(self.dtype)
     context = layers.dense(self.width, ("embed", "mlp"), self.dtype, "prompt_embed")(prompts)
     stack = layers.Stack(self.depth, self.num_heads, self.mlp_dim, cross_attention=self.cross_attention,
-                         scan=self.scan, remat=self.remat, dtype=self.dtype, name="blocks")
+                         scan=self.scan, remat_policy=self.remat_policy, dtype=self.dtype,
+                         name="blocks")
     if self.cross_attention:
       full = stack(full, context)
     else:

@@ -3,6 +3,8 @@
 Parameters use the logical names `embed`, `mlp`, `heads`, `kv`, `patch`, `audio_features`;
 activations use `batch`, `length`, `act_embed`, `act_mlp`, `act_heads`. The mapping from
 logical names to mesh axes is data in the config (`config.sharding.logical_axis_rules`).
+Intermediate values carry the checkpoint names of `remat.CHECKPOINT_NAMES`, which the stacks'
+rematerialisation policies (`remat.REMAT_POLICIES`) select.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+from jax.ad_checkpoint import checkpoint_name
 import jax.numpy as jnp
 import numpy as np
+
+from synclipmae_jax.models import remat
 
 Dtype = Any
 
@@ -62,25 +67,26 @@ class Attention(nn.Module):
     head_dim = width // self.num_heads
     in_init = nn.initializers.xavier_uniform(in_axis=0, out_axis=(1, 2))
 
-    def proj(name, inputs):
+    def proj(name, inputs, checkpoint):
       kernel = self.param(f"{name}_kernel", nn.with_logical_partitioning(
           in_init, ("embed", "heads", "kv")), (width, self.num_heads, head_dim))
       bias = self.param(f"{name}_bias", nn.with_logical_partitioning(
           nn.initializers.zeros, ("heads", "kv")), (self.num_heads, head_dim))
       y = jnp.einsum("bld,dhk->blhk", inputs, kernel.astype(self.dtype)) + bias.astype(self.dtype)
-      return constrain(y, "batch", "length", "act_heads", None)
+      return checkpoint_name(constrain(y, "batch", "length", "act_heads", None), checkpoint)
 
-    q = proj("query", x) * (head_dim ** -0.5)
-    k, v = proj("key", context), proj("value", context)
+    q = proj("query", x, remat.QUERY) * (head_dim ** -0.5)
+    k, v = proj("key", context, remat.KEY), proj("value", context, remat.VALUE)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
     weights = nn.softmax(logits, axis=-1).astype(self.dtype)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    out = checkpoint_name(jnp.einsum("bhqk,bkhd->bqhd", weights, v), remat.CONTEXT)
     kernel = self.param("out_kernel", nn.with_logical_partitioning(
         nn.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2), ("heads", "kv", "embed")),
         (self.num_heads, head_dim, width))
     bias = self.param("out_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
                       (width,))
-    return jnp.einsum("bqhd,hdk->bqk", out, kernel.astype(self.dtype)) + bias.astype(self.dtype)
+    y = jnp.einsum("bqhd,hdk->bqk", out, kernel.astype(self.dtype)) + bias.astype(self.dtype)
+    return checkpoint_name(y, remat.OUT)
 
 
 class Mlp(nn.Module):
@@ -91,9 +97,9 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x):
     width = x.shape[-1]
-    h = dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "fc1")(x)
+    h = checkpoint_name(dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "fc1")(x), remat.MLP_HIDDEN)
     h = constrain(nn.gelu(h, approximate=False), "batch", "length", "act_mlp")
-    return dense(width, ("mlp", "embed"), self.dtype, "fc2")(h)
+    return checkpoint_name(dense(width, ("mlp", "embed"), self.dtype, "fc2")(h), remat.MLP_OUT)
 
 
 class Block(nn.Module):
@@ -132,14 +138,15 @@ class _ScanBlock(Block):
 
 class Stack(nn.Module):
   """`depth` blocks, under `nn.scan` (one compiled layer, a leading `layers` axis on every
-  parameter) and/or `nn.remat` (recompute activations in the backward pass) when asked."""
+  parameter) when asked, each block rematerialised by `remat_policy` (`remat.REMAT_POLICIES`:
+  what it keeps for the backward pass, what it recomputes)."""
 
   depth: int
   num_heads: int
   mlp_dim: int
   cross_attention: bool = False
   scan: bool = False
-  remat: bool = False
+  remat_policy: str = "none"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -147,13 +154,13 @@ class Stack(nn.Module):
     kwargs = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
                   cross_attention=self.cross_attention, dtype=self.dtype)
     if self.scan:
-      block = nn.remat(_ScanBlock, prevent_cse=False) if self.remat else _ScanBlock
+      block = remat.wrap(_ScanBlock, self.remat_policy, scanned=True)
       x, _ = nn.scan(
           block, variable_axes={"params": 0}, split_rngs={"params": True},
           in_axes=nn.broadcast, length=self.depth,
           metadata_params={nn.PARTITION_NAME: "layers"})(**kwargs, name="layers")(x, context)
       return x
-    block = nn.remat(Block) if self.remat else Block
+    block = remat.wrap(Block, self.remat_policy, scanned=False)
     for i in range(self.depth):
       x = block(**kwargs, name=f"layers_{i}")(x, context)
     return x

@@ -28,19 +28,21 @@ class SyncLipMAE(nn.Module):
   adapter: str = "all_layers"
   dtype: layers.Dtype = jnp.float32
   scan: bool = False
-  remat: bool = False
+  encoder_remat: str = "none"  # remat.REMAT_POLICIES
+  decoder_remat: str = "none"
 
   @property
   def grid(self) -> int:
     return self.image_size // self.patch_size
 
   def setup(self):
-    self.encoder = vit.VitEncoder(self.encoder_size, self.grid, self.dtype, self.scan, self.remat)
+    self.encoder = vit.VitEncoder(self.encoder_size, self.grid, self.dtype, self.scan,
+                                  self.encoder_remat)
     self.audio_adapter = audio_adapter.AudioAdapter(self.encoder_size.width, self.adapter, self.dtype)
     self.decoder = decoder.MaeDecoder(
         self.decoder_width, self.decoder_depth, self.decoder_heads, self.decoder_mlp_dim,
         self.grid, self.patch_size ** 2 * 3, self.cross_attention, self.dtype, self.scan,
-        self.remat)
+        self.decoder_remat)
 
   def encode(self, patches, keep):
     """patches [F, N, P], keep [F, k] -> (visible tokens [F, k, D], prompts [F, 3, D])."""
@@ -101,4 +103,5 @@ def build(model_config) -> SyncLipMAE:
       decoder_width=d.width, decoder_depth=d.depth, decoder_heads=d.num_heads,
       decoder_mlp_dim=d.mlp_dim, cross_attention=d.cross_attention,
       adapter=model_config.audio.adapter, dtype=DTYPES[model_config.dtype],
-      scan=model_config.scan_layers, remat=model_config.remat)
+      scan=model_config.scan_layers, encoder_remat=model_config.remat_policy.encoder,
+      decoder_remat=model_config.remat_policy.decoder)

@@ -48,7 +48,7 @@ class VitEncoder(nn.Module):
   grid: int
   dtype: layers.Dtype = jnp.float32
   scan: bool = False
-  remat: bool = False
+  remat_policy: str = "none"
 
   @nn.compact
   def __call__(self, patches, keep):
@@ -63,6 +63,6 @@ class VitEncoder(nn.Module):
     x = jnp.concatenate([jnp.broadcast_to(prompts.astype(self.dtype), (x.shape[0],) + prompts.shape),
                          x], axis=1)
     x = layers.Stack(self.size.depth, self.size.num_heads, self.size.mlp_dim, scan=self.scan,
-                     remat=self.remat, dtype=self.dtype, name="blocks")(x)
+                     remat_policy=self.remat_policy, dtype=self.dtype, name="blocks")(x)
     x = layers.layer_norm("ln_out", self.dtype)(x)
     return x[:, len(PROMPT_NAMES):], x[:, :len(PROMPT_NAMES)]

@@ -12,6 +12,12 @@ wav2vec2, so this module re-implements the PyTorch model on top of `transformers
 
 There is no dropout, LayerDrop or SpecAugment masking: the encoder is frozen.
 
+Every parameter has logical axis names (`AXES`: `audio_embed` for the hidden width, `audio_heads`
+for the attention projections' output, `audio_mlp` for the feed-forward width, `audio_conv` for the
+CNN channels), so a training mesh shards the frozen weights like the trainable ones
+(`config.sharding.logical_axis_rules`); `init_params` returns the plain (unboxed) tree. Without
+axis rules (tests, conversion) the names have no effect.
+
 Parameter names mirror the PyTorch state dict so a converter only renames and transposes:
 `feature_extractor/conv_layers_{i}/conv/kernel` (Conv1d weight transposed (2, 1, 0)),
 `feature_extractor/conv_layers_{i}/layer_norm/{scale,bias}`,
@@ -41,6 +47,8 @@ from transformers import Wav2Vec2Config
 from synclipmae_jax.models.audio_signal import conv_output_length, num_samples_for_tokens
 
 ALIGNMENTS = ("none", "interpolate")
+# The logical axis names of the parameters (rules: config_defaults.DEFAULT_RULES).
+AXES = ("audio_embed", "audio_heads", "audio_mlp", "audio_conv")
 
 # transformers.activations.ACT2FN names -> JAX functions with the same numerics.
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -125,12 +133,19 @@ def interpolate_linear(x: jax.Array, out_length: int) -> jax.Array:
   return x[:, i0] * lambda0[:, None] + x[:, i1] * lambda1[:, None]
 
 
-def _layer_norm(eps: float, name: str) -> nn.LayerNorm:
-  return nn.LayerNorm(epsilon=eps, use_fast_variance=False, name=name)
+_partitioned = nn.with_logical_partitioning
 
 
-def _dense(features: int, config: Wav2Vec2Config, name: str) -> nn.Dense:
-  return nn.Dense(features, kernel_init=nn.initializers.normal(config.initializer_range), name=name)
+def _layer_norm(eps: float, name: str, axis: str = "audio_embed") -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=eps, use_fast_variance=False, name=name,
+                      scale_init=_partitioned(nn.initializers.ones, (axis,)),
+                      bias_init=_partitioned(nn.initializers.zeros, (axis,)))
+
+
+def _dense(features: int, config: Wav2Vec2Config, name: str, axes: tuple[str, str]) -> nn.Dense:
+  return nn.Dense(features, name=name,
+                  kernel_init=_partitioned(nn.initializers.normal(config.initializer_range), axes),
+                  bias_init=_partitioned(nn.initializers.zeros, axes[1:]))
 
 
 class Wav2Vec2ConvLayer(nn.Module):
@@ -151,13 +166,15 @@ class Wav2Vec2ConvLayer(nn.Module):
     x = nn.Conv(
         features, kernel_size=(config.conv_kernel[self.layer_id],),
         strides=(config.conv_stride[self.layer_id],), padding="VALID", use_bias=config.conv_bias,
-        kernel_init=nn.initializers.he_normal(), name="conv")(x)
+        kernel_init=_partitioned(nn.initializers.he_normal(), (None, None, "audio_conv")),
+        bias_init=_partitioned(nn.initializers.zeros, ("audio_conv",)), name="conv")(x)
     if config.feat_extract_norm == "layer":
-      x = _layer_norm(_TORCH_NORM_EPS, "layer_norm")(x)
+      x = _layer_norm(_TORCH_NORM_EPS, "layer_norm", "audio_conv")(x)
     elif self.layer_id == 0:
       x = nn.GroupNorm(
           num_groups=features, epsilon=_TORCH_NORM_EPS, use_fast_variance=False,
-          name="layer_norm")(x)
+          scale_init=_partitioned(nn.initializers.ones, ("audio_conv",)),
+          bias_init=_partitioned(nn.initializers.zeros, ("audio_conv",)), name="layer_norm")(x)
     return activation(config.feat_extract_activation)(x)
 
 
@@ -184,8 +201,8 @@ class Wav2Vec2FeatureProjection(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = _layer_norm(self.config.layer_norm_eps, "layer_norm")(x)
-    return _dense(self.config.hidden_size, self.config, "projection")(x)
+    x = _layer_norm(self.config.layer_norm_eps, "layer_norm", "audio_conv")(x)
+    return _dense(self.config.hidden_size, self.config, "projection", ("audio_conv", "audio_embed"))(x)
 
 
 class Wav2Vec2WeightNormConv(nn.Module):
@@ -205,11 +222,11 @@ class Wav2Vec2WeightNormConv(nn.Module):
     in_features = x.shape[-1]
     std = 2.0 * np.sqrt(1.0 / (self.kernel_size * in_features))
     weight_v = self.param(
-        "weight_v", nn.initializers.normal(std),
+        "weight_v", _partitioned(nn.initializers.normal(std), ("audio_embed", None, None)),
         (self.features, in_features // self.groups, self.kernel_size))
-    weight_g = self.param(
-        "weight_g", lambda _: jnp.sqrt(jnp.sum(weight_v**2, axis=(0, 1), keepdims=True)))
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    weight_g = self.param("weight_g", _partitioned(
+        lambda _: jnp.sqrt(jnp.sum(weight_v**2, axis=(0, 1), keepdims=True)), (None, None, None)))
+    bias = self.param("bias", _partitioned(nn.initializers.zeros, ("audio_embed",)), (self.features,))
     norm = jnp.sqrt(jnp.sum(weight_v**2, axis=(0, 1), keepdims=True))
     weight = weight_v * (weight_g / norm)
     pad = self.kernel_size // 2
@@ -246,12 +263,13 @@ class Wav2Vec2Attention(nn.Module):
     heads = config.num_attention_heads
     head_dim = config.hidden_size // heads
     split = lambda y: y.reshape(y.shape[:2] + (heads, head_dim))
-    query = split(_dense(config.hidden_size, config, "q_proj")(x))
-    key = split(_dense(config.hidden_size, config, "k_proj")(x))
-    value = split(_dense(config.hidden_size, config, "v_proj")(x))
+    projection = lambda name: _dense(config.hidden_size, config, name, ("audio_embed", "audio_heads"))
+    query = split(projection("q_proj")(x))
+    key = split(projection("k_proj")(x))
+    value = split(projection("v_proj")(x))
     out = jax.nn.dot_product_attention(query, key, value, scale=head_dim**-0.5)
     out = out.reshape(x.shape[:2] + (config.hidden_size,))
-    return _dense(config.hidden_size, config, "out_proj")(out)
+    return _dense(config.hidden_size, config, "out_proj", ("audio_heads", "audio_embed"))(out)
 
 
 class Wav2Vec2FeedForward(nn.Module):
@@ -262,9 +280,9 @@ class Wav2Vec2FeedForward(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     config = self.config
-    x = _dense(config.intermediate_size, config, "intermediate_dense")(x)
+    x = _dense(config.intermediate_size, config, "intermediate_dense", ("audio_embed", "audio_mlp"))(x)
     x = activation(config.hidden_act)(x)
-    return _dense(config.hidden_size, config, "output_dense")(x)
+    return _dense(config.hidden_size, config, "output_dense", ("audio_mlp", "audio_embed"))(x)
 
 
 class Wav2Vec2EncoderLayer(nn.Module):
@@ -313,7 +331,9 @@ class Wav2Vec2Encoder(nn.Module):
       x = self.layer_norm(x)
     hidden_states = [x]
     for layer in self.layers:
-      x = layer(x)
+      # The batch stays split over the mesh's batch axes, the width whole: the sharded weights
+      # are gathered for each layer (FSDP), not the activations re-split.
+      x = nn.with_logical_constraint(layer(x), ("batch", "length", "act_embed"))
       hidden_states.append(x)
     if stable:
       hidden_states[-1] = self.layer_norm(x)
@@ -382,4 +402,4 @@ def init_params(config: Wav2Vec2Config, rng: jax.Array, num_samples: int | None 
   if num_samples is None:
     num_samples = num_samples_for_tokens(config, 1)
   dummy = jnp.zeros((1, num_samples), jnp.float32)
-  return jax.jit(Wav2Vec2Model(config).init)(rng, dummy)["params"]
+  return nn.unbox(jax.jit(Wav2Vec2Model(config).init)(rng, dummy)["params"])

@@ -22,13 +22,14 @@ the step time that the analytical count implies at 40 % and 60 % MFU.
 XLA's cost analysis is of the SPMD-partitioned program, so its FLOPs are per device (checked:
 the tiny config compiled for 1 and for 4 v5p chips gives 173 and 46 MFLOP). It counts a while
 loop's body once: with `model.scan_layers=True` every scanned stack counts as one layer, so
-compare with `--config.model.scan_layers=False`. `model.remat` recomputes each block's forward
-pass in the backward pass, about 4/3 of the analytical 3x-forward count of the blocks.
+compare with `--config.model.scan_layers=False`. `model.remat_policy` (models/remat.py) says
+what the backward pass recomputes: "full" recomputes each block's forward pass, about 4/3 of the
+analytical 3x-forward count of the blocks; `tools/remat_search.py` compares the policies.
 
 Exit status 1 when a compiled function needs more than (1 - min_headroom) of the device's HBM
 (or the TPU compiler itself refuses it as larger than HBM: RESOURCE_EXHAUSTED), or when a
-trainable parameter larger than --max_replicated_mib is replicated on a mesh with fsdp > 1
-(MaxText's check against an accidentally unsharded weight).
+parameter (trainable or frozen) larger than --max_replicated_mib is replicated on a mesh with
+fsdp > 1 (MaxText's check against an accidentally unsharded weight).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ _CLIPS_PER_CHIP = flags.DEFINE_integer(
     "clips_per_chip", 0, "If > 0, data.global_batch_size = clips_per_chip x the topology's chips.")
 _MIN_HEADROOM = flags.DEFINE_float("min_headroom", 0.0, "Fraction of HBM that must stay free.")
 _MAX_REPLICATED_MIB = flags.DEFINE_float(
-    "max_replicated_mib", 1.0, "Largest trainable parameter allowed to stay replicated on an fsdp mesh.")
+    "max_replicated_mib", 1.0, "Largest parameter (trainable or frozen) allowed to stay replicated on "
+    "an fsdp mesh.")
 _HBM_GIB = flags.DEFINE_float("hbm_gib", 0.0, "HBM per chip; 0 = from the table of chip kinds.")
 _EVAL = flags.DEFINE_bool("eval", True, "Also compile the evaluator's token functions.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Write the report as JSON here.")
@@ -172,7 +174,8 @@ def compile_report(config, devices, *, hbm_bytes: int | None = None, min_headroo
     devices: the devices to lay the config's mesh over (a TPU topology's, or local ones).
     hbm_bytes: memory per device; default: from HBM_GIB_PER_CHIP by the devices' kind.
     min_headroom: fraction of the memory that must stay free for a function to fit.
-    max_replicated_bytes: larger trainable parameters may not be replicated on an fsdp mesh.
+    max_replicated_bytes: larger parameters (trainable or frozen) may not be replicated on an
+      fsdp mesh.
     compile_eval: also compile the sync evaluator's token functions (if config.evals.sync).
 
   Returns:
@@ -212,7 +215,7 @@ def compile_report(config, devices, *, hbm_bytes: int | None = None, min_headroo
       "global_batch_size": config.data.global_batch_size,
       "clips_per_device": config.data.global_batch_size / n,
       "window_frames": t, "scan_layers": bool(config.model.scan_layers),
-      "remat": bool(config.model.remat), "dtype": config.model.dtype,
+      "remat_policy": dict(config.model.remat_policy), "dtype": config.model.dtype,
       "hbm_bytes_per_device": hbm, "min_headroom": min_headroom,
       "state_bytes_per_device": {
           "params": bytes_per_device(abstract.params),
@@ -230,8 +233,9 @@ def compile_report(config, devices, *, hbm_bytes: int | None = None, min_headroo
     report["step_seconds_at_mfu"] = {f"{mfu:.2f}": analytical / n / (per_device_peak * mfu)
                                      for mfu in MFU_POINTS}
   fsdp = mesh.shape["fsdp"] > 1
-  report["replicated_parameters"] = (
-      replicated_leaves(abstract.params, max_replicated_bytes) if fsdp else [])
+  report["replicated_parameters"] = (  # trainable and frozen
+      replicated_leaves(abstract.params, max_replicated_bytes)
+      + replicated_leaves({"frozen": abstract.frozen}, max_replicated_bytes) if fsdp else [])
   report["replicated_frozen_bytes"] = sum(
       x["bytes"] for x in replicated_leaves(abstract.frozen, 0))
   report["fits"] = all(f["fits"] for f in functions.values())
@@ -247,7 +251,7 @@ def format_report(report: dict) -> str:
       f"({report['devices_per_chip']} per chip), {report['num_hosts']} hosts, mesh {report['mesh']}",
       f"global batch {report['global_batch_size']} clips x {report['window_frames']} frames "
       f"({report['clips_per_device']:g} per device), dtype {report['dtype']}, "
-      f"scan_layers={report['scan_layers']}, remat={report['remat']}",
+      f"scan_layers={report['scan_layers']}, remat_policy={report['remat_policy']}",
       f"HBM per device {report['hbm_bytes_per_device'] / GIB:.1f} GiB, required headroom "
       f"{100 * report['min_headroom']:.0f} %",
       "state per device (GiB): " + ", ".join(
@@ -286,7 +290,7 @@ def format_report(report: dict) -> str:
     lines.append(f"REPLICATED on the fsdp mesh: {p['name']} {p['shape']} ({p['bytes'] / 2**20:.1f} MiB)")
   lines.append("OK" if report["ok"] else "FAILED: " + ", ".join(
       ([] if report["fits"] else ["does not fit"])
-      + (["large trainable parameters replicated"] if report["replicated_parameters"] else [])))
+      + (["large parameters replicated"] if report["replicated_parameters"] else [])))
   return "\n".join(lines)
 
 
