@@ -7,7 +7,7 @@ and each evaluator of `config.evals` checks its own options (`evaluators.common`
 
 from __future__ import annotations
 
-from synclipmae_jax import input_pipeline, objective, sharding, train_state
+from synclipmae_jax import input_pipeline, objective, photometric, sharding, train_state
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.models import audio_adapter, audio_encoder, remat, synclipmae, vit
 from synclipmae_jax.weights import checkpoint_files
@@ -57,6 +57,11 @@ def validate(c, *, num_devices: int, process_count: int = 1) -> None:
         f"model.init.wav2vec2 needs model.audio.frontend='wav2vec2', got {m.audio.frontend!r}")
   one_of(c.masking.mode, objective.MASKING_MODES, "masking.mode")
   check(0.0 < c.masking.mask_ratio < 1.0, f"masking.mask_ratio={c.masking.mask_ratio} must be in (0, 1)")
+  j = c.masking.jitter
+  check(0.0 <= j.hue <= photometric.MAX_HUE,
+        f"masking.jitter.hue={j.hue} must be in [0, {photometric.MAX_HUE}] (a fraction of a full turn)")
+  for name in ("brightness", "contrast", "saturation"):
+    check(0.0 <= j[name] <= 1.0, f"masking.jitter.{name}={j[name]} must be in [0, 1]")
   for name, value in c.masking.face_weights.items():
     check(value > 0, f"masking.face_weights.{name}={value} must be > 0")
   one_of(c.loss.recon_on, objective.RECON_TARGETS, "loss.recon_on")

@@ -17,10 +17,13 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NORM_PIX_EPS = 1e-6
 L2_EPS = 1e-12
-STD_EPS = 1e-6
+# On the variance in `cross_correlation`: tiny, so that shrinking a token (to any scale float32
+# holds in practice, std >= 1e-5) does not lower the decorrelation penalty.
+VAR_EPS = 1e-12
 
 
 def _l2_normalize(x: jnp.ndarray, axis: int = -1) -> jnp.ndarray:
@@ -192,23 +195,40 @@ def multi_positive_infonce(
   return 0.5 * (loss_a2v + loss_v2a), metrics
 
 
+def cross_correlation(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+  """Pearson cross-correlation matrix [D_a, D_b] of token sets a [N, D_a] and b [N, D_b].
+
+  Each set is centred over N and divided by its per-dimension standard deviation,
+  Z = (x - mean) / sqrt(var + 1e-12); C = Z_a^T Z_b / N. Under `jax.jit` with the N rows sharded
+  over devices, the means and the product reduce over the whole batch: XLA computes partial
+  [D_a, D_b] sums on each device and adds them (one all-reduce of D_a x D_b values).
+  """
+  n = a.shape[0]
+  z = []
+  for x in (a, b):
+    x = x.astype(jnp.float32)
+    x = x - jnp.mean(x, axis=0, keepdims=True)
+    z.append(x * jax.lax.rsqrt(jnp.mean(x * x, axis=0, keepdims=True) + VAR_EPS))
+  return z[0].T @ z[1] / n
+
+
 def cross_covariance_penalty(tokens: Sequence[jnp.ndarray]) -> jnp.ndarray:
   """Cross-covariance decorrelation L_dec between factor tokens (paper 3.3).
 
-  Each token set [N, D_k] (e.g. identity, vocal-motion and ambient-motion prompts of N
-  frames) is centred over N and divided by its per-dimension standard deviation,
-  Z = (x - mean) / sqrt(var + 1e-6). For every pair a < b the cross-correlation is
-  C_ab = Z_a^T Z_b / N ([D_a, D_b], entries are Pearson correlations), and
+  For every pair a < b of token sets (identity, vocal-motion and ambient-motion prompts of the
+  N frames of the global batch), with C_ab = `cross_correlation`(x_a, x_b),
 
-    L_dec = mean over pairs of mean(C_ab ** 2).
+    L_dec = mean over pairs of sum(C_ab ** 2) / sqrt(D_a D_b),
 
-  Values (checked in tests): independent tokens give E[C_ij^2] = 1 / (N - 1), about
-  1 / N whatever D; tokens related by an orthogonal map (b = a, a permutation, a
-  rotation) of otherwise independent dimensions give about 1 / D (the squared entries of
-  an orthogonal D x D matrix sum to D); the maximum, 1, is reached when every dimension
-  of both tokens is one common signal. The penalty is invariant to scaling or shifting any
-  token dimension (up to the 1e-6 eps on the variance, negligible for per-dimension
-  standard deviations well above 1e-3), so it cannot be reduced by shrinking tokens.
+  the sum of squared entries normalised by the width, as VICReg and Barlow Twins count their
+  off-diagonal terms. Leakage costs O(1): one token an orthogonal map of the other (b = a, a
+  permutation, a rotation) gives about 1 (the squared entries of an orthogonal D x D matrix sum
+  to D), a single shared dimension 1 / D, one common signal in every dimension D. Independent
+  tokens give about D / N (E[C_ij^2] = 1 / (N - 1)): the sample must be large against D for the
+  penalty to tell leakage from noise (ratio about 1 + N / D), which is why the objective computes
+  it over the frames of the whole global batch, not per device. The penalty is invariant to
+  scaling or shifting any token dimension (up to the 1e-12 eps on the variance), so it cannot
+  be lowered by shrinking tokens, and its gradient is finite for constant tokens.
 
   Args:
     tokens: at least two arrays [N, D_k] with the same N >= 2.
@@ -227,13 +247,9 @@ def cross_covariance_penalty(tokens: Sequence[jnp.ndarray]) -> jnp.ndarray:
       raise ValueError(f"tokens[{k}] has shape {x.shape}, expected [N={n}, D]")
   if n < 2:
     raise ValueError(f"need N >= 2 rows to centre, got N = {n}")
-  z = []
-  for x in tokens:
-    x = x.astype(jnp.float32)
-    x = x - jnp.mean(x, axis=0, keepdims=True)
-    z.append(x * jax.lax.rsqrt(jnp.mean(x * x, axis=0, keepdims=True) + STD_EPS))
   penalties = [
-      jnp.mean(jnp.square(z[i].T @ z[j] / n))
-      for i in range(len(z)) for j in range(i + 1, len(z))
+      jnp.sum(jnp.square(cross_correlation(tokens[i], tokens[j])))
+      / np.sqrt(tokens[i].shape[1] * tokens[j].shape[1])
+      for i in range(len(tokens)) for j in range(i + 1, len(tokens))
   ]
   return jnp.mean(jnp.stack(penalties))

@@ -1,5 +1,6 @@
-"""AdamW with linear warmup and cosine decay, gradient clipping, and weight decay only on
-dense/conv kernels (none on norms, biases, position embeddings, prompt and mask tokens).
+"""AdamW with linear warmup and cosine decay, gradient clipping, and weight decay on every weight
+matrix (dense, attention and convolution kernels), none on norms, biases, position embeddings,
+prompt and mask tokens.
 
 The frozen audio encoder is not part of the trainable parameters at all, so the optimizer
 holds no state for it.
@@ -16,9 +17,16 @@ def _param_name(path) -> str:
   return names[-1] if names else ""
 
 
+def decays(name: str) -> bool:
+  """Whether a parameter named `name` gets weight decay: the kernels of dense and convolution
+  layers (`kernel`) and of attention (`query_kernel`, `key_kernel`, `value_kernel`, `out_kernel`).
+  Norm scales, biases (`bias`, `query_bias`, ...), `pos_embed`, `prompts` and `mask_token` do not."""
+  return name == "kernel" or name.endswith("_kernel")
+
+
 def decay_mask(params):
-  """True for parameters that get weight decay: those named `kernel`."""
-  return jax.tree_util.tree_map_with_path(lambda path, _: _param_name(path) == "kernel", params)
+  """The weight-decay mask of a parameter tree (`decays` on each leaf's name)."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: decays(_param_name(path)), params)
 
 
 def make(optim_config, total_steps: int):

@@ -62,7 +62,7 @@ def test_report_of_the_tiny_config_on_eight_devices(report):
   assert report["clips_per_device"] == 1.0
   state = report["state_bytes_per_device"]
   assert 2 * state["params"] <= state["opt_state"] < 2 * state["params"] + 1024  # AdamW mu, nu
-  assert set(report["functions"]) == {"train_step", "eval_vocal_tokens", "eval_audio_tokens"}
+  assert set(report["functions"]) == {"train_step", "eval_prompt_tokens", "eval_audio_tokens"}
   step = report["functions"]["train_step"]
   m = step["memory"]
   assert m["total"] == m["argument"] + m["output"] - m["alias"] + m["temp"] + m["generated_code"]
@@ -146,7 +146,7 @@ def test_command_line_compiles_the_tiny_config_for_a_v5p_slice(tmp_path):
   assert report["topology"] == "v5p:2x2x2" and report["device_kind"] == "TPU v5"
   assert report["num_devices"] == 8 and report["num_hosts"] == 2
   assert report["mesh"] == {"data": 2, "fsdp": 2, "tensor": 2}
-  assert set(report["functions"]) == {"train_step", "eval_vocal_tokens", "eval_audio_tokens"}
+  assert set(report["functions"]) == {"train_step", "eval_prompt_tokens", "eval_audio_tokens"}
   assert report["ok"] and report["step_seconds_at_mfu"]["0.40"] > 0
   assert result.stdout.rstrip().endswith("OK")
 

@@ -322,7 +322,7 @@ def test_tokenizer_view_and_tokens_match_the_jax_evaluator(tiny_mel):
     return patches, masking.top_weight_keep(weights, k)
 
   patches, keep = jax_view(frames, face, mouth)
-  vocal = sync.vocal_tokens_for(model, config, config.evals.sync)(params, frames, face, mouth)
+  vocal = sync.prompt_tokens_for(model, config, config.evals.sync)(params, frames, face, mouth)[:, 1]
   audio_tokens = sync.audio_tokens_fn(model, audio_encoder.build(config.model.audio), 4)(
       params, {}, batch["audio"][0])
   ours_patches, ours_keep = tokenizer.view(frames, face, mouth)

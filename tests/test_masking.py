@@ -1,5 +1,7 @@
 """Two-bypass masking: exactly k patches kept, the face-preserving bypass favours the face."""
 
+import colorsys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,3 +87,22 @@ def test_photometric_jitter_changes_colour_not_geometry():
   assert not np.allclose(np.asarray(y[0] - x[0]).mean(), np.asarray(y[1] - x[1]).mean())
   z = photometric.jitter(jax.random.PRNGKey(1), x, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
   np.testing.assert_allclose(z, x, atol=1e-5)
+
+
+def test_hue_shift_is_torchvision_adjust_hue():
+  """HSV hue shifted by the factor (a fraction of a full turn), checked pixel by pixel against
+  Python's colorsys (torchvision's `adjust_hue` semantics): red shifted by 1/3 turn is green."""
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(3, 5, 7, 3)).astype(np.float32)
+  x[0, 0, 0] = (0.5, 0.5, 0.5)  # grey stays grey
+  x[1, 0, 0] = (1.0, 0.0, 0.0)
+  factor = np.float32([0.25, 1 / 3, -0.45])
+  y = np.asarray(photometric.adjust_hue(jnp.asarray(x), jnp.asarray(factor)))
+  for f in range(3):
+    for i, j in np.ndindex(5, 7):
+      h, s, v = colorsys.rgb_to_hsv(*x[f, i, j].astype(np.float64))
+      np.testing.assert_allclose(y[f, i, j], colorsys.hsv_to_rgb((h + factor[f]) % 1.0, s, v), atol=2e-5)
+  np.testing.assert_allclose(y[1, 0, 0], (0.0, 1.0, 0.0), atol=1e-5)
+  np.testing.assert_allclose(y[0, 0, 0], (0.5, 0.5, 0.5), atol=1e-6)
+  with pytest.raises(ValueError, match="hue"):
+    photometric.jitter(jax.random.PRNGKey(0), jnp.asarray(x), brightness=0, contrast=0, saturation=0, hue=0.6)

@@ -11,7 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from configs import demo
+from configs import demo, pretrain
 from data_pipelines import grain_pipeline
 from synclipmae_jax import config_validation, experiment, input_pipeline, optimizer, progress
 from synclipmae_jax import sharding, train
@@ -104,13 +104,35 @@ def test_frozen_wav2vec2_gets_no_update_and_no_optimizer_state(data_dir):
   assert n_opt < 2 * n_params + 8  # mu and nu of the trainable parameters only
 
 
-def test_weight_decay_mask():
-  params = {"blocks": {"fc": {"kernel": 1.0, "bias": 1.0}, "ln": {"scale": 1.0}},
-            "pos_embed": 1.0, "prompts": 1.0, "mask_token": 1.0}
+# Every parameter name of the model and whether it gets weight decay (paper 5 trains with AdamW):
+# every weight matrix of dense, attention and convolution layers does; nothing else.
+DECAY_BY_NAME = {
+    "kernel": True, "query_kernel": True, "key_kernel": True, "value_kernel": True,
+    "out_kernel": True,
+    "bias": False, "query_bias": False, "key_bias": False, "value_bias": False, "out_bias": False,
+    "scale": False, "pos_embed": False, "prompts": False, "mask_token": False,
+}
+
+
+def test_weight_decay_of_every_pretrain_parameter():
+  """Every parameter path of the configs/pretrain.py model (shapes only) and its decay decision."""
+  config = pretrain.get_config()
+  config.data.global_batch_size = 1
+  mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
+  params = experiment.build(config, mesh).abstract_state.params
   mask = optimizer.decay_mask(params)
-  assert mask["blocks"]["fc"]["kernel"] is True
-  assert not any([mask["blocks"]["fc"]["bias"], mask["blocks"]["ln"]["scale"], mask["pos_embed"],
-                  mask["prompts"], mask["mask_token"]])
+  decisions = {jax.tree_util.keystr(path): decided
+               for path, decided in jax.tree_util.tree_flatten_with_path(mask)[0]}
+  assert len(decisions) == len(jax.tree.leaves(params))
+  for path, decided in decisions.items():
+    name = path.rsplit("['", 1)[1].rstrip("']")
+    assert name in DECAY_BY_NAME, f"{path}: a parameter name the decay rule does not know"
+    assert decided is DECAY_BY_NAME[name], path
+  attention = [p for p in decisions if "attn" in p and p.endswith("_kernel']")]
+  assert len(attention) == 4 * (24 + 2 * 8)  # q, k, v, out of 24 encoder and 8 x 2 decoder attentions
+  assert all(decisions[p] for p in attention)
+  decayed = sum(x.size for x, d in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if d)
+  assert decayed > 0.98 * sum(x.size for x in jax.tree.leaves(params))
 
 
 def test_invalid_config_is_reported_before_compiling(data_dir):

@@ -27,7 +27,7 @@ import numpy as np
 from data_pipelines import face_weights as face_weights_lib
 from data_pipelines import grain_pipeline
 from data_pipelines.schema import SAMPLES_PER_FRAME
-from synclipmae_jax import masking, objective, sync_metrics
+from synclipmae_jax import losses, masking, objective, sync_metrics
 from synclipmae_jax.models import layers
 
 VIEWS = ("face", "full")
@@ -55,9 +55,10 @@ def validate(entry, config) -> list[str]:
 
 
 @functools.cache
-def vocal_tokens_fn(model, view: str, face_weights: tuple[tuple[str, float], ...], mask_ratio: float):
+def prompt_tokens_fn(model, view: str, face_weights: tuple[tuple[str, float], ...], mask_ratio: float):
   """Jitted (params, frames uint8 [F, H, W, 3], face_boxes [F, 4], mouth_boxes [F, 4]) ->
-  vocal-motion tokens [F, D], replicated (every host reads them whole)."""
+  prompt tokens [F, 3, D] (identity, vocal motion, ambient motion), replicated (every host reads
+  them whole)."""
   n = model.grid * model.grid
   k = masking.num_visible(n, mask_ratio)
 
@@ -72,14 +73,14 @@ def vocal_tokens_fn(model, view: str, face_weights: tuple[tuple[str, float], ...
                                                xp=jnp)
       keep = masking.top_weight_keep(weights, k)
     _, prompts = model.apply({"params": params}, patches, keep, method=model.encode)
-    return layers.constrain(prompts[:, 1], None, None)
+    return layers.constrain(prompts, None, None, None)
 
   return tokens
 
 
-def vocal_tokens_for(model, config, entry):
-  """`vocal_tokens_fn` with the view of evaluator options `entry` and the config's masking."""
-  return vocal_tokens_fn(model, entry.view, tuple(sorted(config.masking.face_weights.items())),
+def prompt_tokens_for(model, config, entry):
+  """`prompt_tokens_fn` with the view of evaluator options `entry` and the config's masking."""
+  return prompt_tokens_fn(model, entry.view, tuple(sorted(config.masking.face_weights.items())),
                          config.masking.mask_ratio)
 
 
@@ -104,7 +105,7 @@ class Evaluator:
     self.c = entry
     self.model = model
     self.audio_encoder = audio_encoder
-    self.vocal_fn = vocal_tokens_for(model, config, entry)
+    self.prompt_fn = prompt_tokens_for(model, config, entry)
     self.clips = grain_pipeline.load_eval_clips(eval_paths, max_clips=entry.num_clips)
     if len(self.clips) < entry.num_clips:
       raise ValueError(f"num_clips={entry.num_clips} but only {len(self.clips)} held-out clips")
@@ -113,14 +114,19 @@ class Evaluator:
     self.trials = [(i, int(rng.integers(-m, m + 1))) for i in range(len(self.clips))
                    for _ in range(entry.trials_per_clip)]
 
-  def video_tokens(self, params, clip: dict, start: int, stop: int) -> np.ndarray:
-    """Vocal-motion tokens of frames [start, stop) of `clip`, frames_per_call at a time."""
+  def prompt_tokens(self, params, clip: dict, start: int, stop: int) -> np.ndarray:
+    """Prompt tokens [stop - start, 3, D] of frames [start, stop) of `clip`, frames_per_call at a
+    time."""
     out, step = [], self.c.frames_per_call
     for s in range(start, stop, step):
       e = min(s + step, stop)
-      out.append(np.asarray(self.vocal_fn(
+      out.append(np.asarray(self.prompt_fn(
           params, clip["frames"][s:e], clip["face_boxes"][s:e], clip["mouth_boxes"][s:e])))
     return np.concatenate(out)
+
+  def video_tokens(self, params, clip: dict, start: int, stop: int) -> np.ndarray:
+    """Vocal-motion tokens [stop - start, D] of frames [start, stop) of `clip`."""
+    return self.prompt_tokens(params, clip, start, stop)[:, 1]
 
   def audio_tokens(self, params, frozen, clip: dict, start: int, stop: int) -> np.ndarray:
     """Audio tokens of frames [start, stop) of `clip`, the waveform of those frames encoded."""
@@ -129,7 +135,8 @@ class Evaluator:
 
   def run(self, params, frozen) -> dict[str, float]:
     s = self.c.max_lag
-    video = [self.video_tokens(params, clip, 0, len(clip["frames"])) for clip in self.clips]
+    prompts = [self.prompt_tokens(params, clip, 0, len(clip["frames"])) for clip in self.clips]
+    video = [p[:, 1] for p in prompts]
     audio_trials, video_trials, lags = [], [], []
     for i, lag in self.trials:
       n = len(self.clips[i]["frames"])
@@ -149,4 +156,15 @@ class Evaluator:
                                   pool_size=self.c.pool_size, ks=tuple(self.c.ks), seed=self.c.seed)
     for k, v in rp.items():
       metrics[f"sync/rprec@{k}"] = 100.0 * float(v)
+    metrics.update(factor_correlations(np.concatenate(prompts)))
     return metrics
+
+
+def factor_correlations(prompts: np.ndarray) -> dict[str, float]:
+  """How much the factors share (paper 3.3's decorrelation, seen on held-out frames): the mean
+  absolute Pearson correlation between the dimensions of two prompt tokens, over frames [F, 3, D].
+  Independent tokens give about sqrt(2 / (pi F)); one token a copy of the other about 1 / D + that."""
+  identity, vocal, ambient = (prompts[:, i] for i in range(3))
+  return {f"factors/corr_{a}_{b}": float(np.mean(np.abs(losses.cross_correlation(x, y))))
+          for a, b, x, y in (("vocal", "ambient", vocal, ambient),
+                             ("identity", "vocal", identity, vocal))}

@@ -9,7 +9,7 @@ libtpu (the `tpu` extra, requirements-tpu.txt) describes the devices of a named 
 (`experiment.build`) is lowered from abstract shapes with their shardings and compiled by the
 TPU compiler (MaxText's `train_compile`). Nothing is allocated and no data is read: the config
 is validated for the topology's device and host counts, then only shapes flow. The sync
-evaluator's token functions (`evaluators.sync.vocal_tokens_fn` / `audio_tokens_fn`) are
+evaluator's token functions (`evaluators.sync.prompt_tokens_fn` / `audio_tokens_fn`) are
 compiled the same way.
 
 The report gives, per device: parameter, optimizer-state, frozen-encoder and batch bytes (from
@@ -142,17 +142,17 @@ def compile_function(fn, *args) -> dict:
 
 
 def _compile_eval(config, exp) -> dict:
-  """The sync evaluator's vocal-token and audio-token functions, for frames_per_call frames."""
+  """The sync evaluator's prompt-token and audio-token functions, for frames_per_call frames."""
   entry = config.evals.sync
   n, s = entry.frames_per_call, config.model.image_size
   replicated = sharding.replicated(exp.mesh)
   frames = jax.ShapeDtypeStruct((n, s, s, 3), np.uint8, sharding=replicated)
   boxes = jax.ShapeDtypeStruct((n, 4), np.float32, sharding=replicated)
   wave = jax.ShapeDtypeStruct((n * SAMPLES_PER_FRAME,), np.float32, sharding=replicated)
-  vocal = sync.vocal_tokens_for(exp.model, config, entry)
+  prompts = sync.prompt_tokens_for(exp.model, config, entry)
   audio = sync.audio_tokens_fn(exp.model, exp.audio_encoder, n)
   params, frozen = exp.abstract_state.params, exp.abstract_state.frozen
-  return {"eval_vocal_tokens": compile_function(vocal, params, frames, boxes, boxes),
+  return {"eval_prompt_tokens": compile_function(prompts, params, frames, boxes, boxes),
           "eval_audio_tokens": compile_function(audio, params, frozen, wave)}
 
 
