@@ -21,7 +21,9 @@ Pretrained initialisation (paper 5; local files, nothing is downloaded; "" = ran
   --config.model.init.sapiens=/ckpt/sapiens_0.3b_epoch_1600_clean.pth
   --config.model.init.vitmae=/ckpt/vit-mae-base         # HF ViTMAEForPreTraining dir
 
-Only a fresh run loads them (a resumed run restores its own checkpoint). Inspect a checkpoint
+Without model.init.wav2vec2 the run refuses to start (a random frozen speech encoder learns
+nothing); --config.model.audio.allow_random_wav2vec2=True overrides that, with a warning, as does
+an empty model.init.sapiens. Only a fresh run loads them (a resumed run restores its own checkpoint). Inspect a checkpoint
 with `synclipmae-inspect-checkpoint --config=configs/pretrain.py sapiens /ckpt/....pth`.
 
 Memory and speed: the rematerialisation policy (models/remat.py) is the one the AOT search picks

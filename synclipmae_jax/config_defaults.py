@@ -66,7 +66,11 @@ def base_config() -> ml_collections.ConfigDict:
       width=512, depth=8, num_heads=16, mlp_dim=2048, cross_attention=True))
   c.model.audio = ml_collections.ConfigDict(dict(
       frontend="mel", alignment="resample", adapter="all_layers", n_mels=40, context_frames=1,
-      wav2vec2=ml_collections.ConfigDict()))  # kwargs of transformers.Wav2Vec2Config
+      wav2vec2=ml_collections.ConfigDict(),  # kwargs of transformers.Wav2Vec2Config
+      # A training run refuses a frozen wav2vec2 without pretrained weights (model.init.wav2vec2):
+      # a random frozen encoder carries no speech knowledge. True = train against one anyway
+      # (tests, shape and speed checks); the run then warns at start.
+      allow_random_wav2vec2=False))
   # Pretrained initialisation of a fresh run ("" = random): a Hugging Face wav2vec2 directory,
   # a Sapiens .pth / TorchScript file, a Hugging Face ViTMAEForPreTraining directory.
   c.model.init = ml_collections.ConfigDict(dict(wav2vec2="", sapiens="", vitmae=""))

@@ -15,8 +15,15 @@ from synclipmae_jax.weights import checkpoint_files
 PERIODS = ("log_every_steps", "image_every_steps", "checkpoint_every_steps", "keep_checkpoints")
 
 
-def validate(c, *, num_devices: int, process_count: int = 1) -> None:
-  """Raises ValueError naming every invalid value of config `c` for a run on `num_devices`."""
+PAPER_ENCODER = "sapiens_0.3b"  # paper 5: initialised from Sapiens-0.3B's pretrained weights
+
+
+def validate(c, *, num_devices: int, process_count: int = 1, training: bool = True) -> None:
+  """Raises ValueError naming every invalid value of config `c` for a run on `num_devices`.
+
+  `training`: the config starts a training run (train.py); False for tools that only compile or
+  read shapes (the AOT tool), which skip the check that the frozen wav2vec2 has pretrained weights.
+  """
   errors = []
 
   def check(ok, message):
@@ -55,6 +62,12 @@ def validate(c, *, num_devices: int, process_count: int = 1) -> None:
                   (checkpoint_files.missing_files(kind, path) if path else []))
   check(not m.init.wav2vec2 or m.audio.frontend == "wav2vec2",
         f"model.init.wav2vec2 needs model.audio.frontend='wav2vec2', got {m.audio.frontend!r}")
+  if training:
+    check(m.audio.frontend != "wav2vec2" or m.init.wav2vec2 or m.audio.allow_random_wav2vec2,
+          "model.init.wav2vec2 is empty: the run would train against a randomly initialised frozen "
+          "wav2vec 2.0, which carries no speech knowledge and is never updated (paper 5 uses the "
+          "pretrained base model). Give a local copy (--config.model.init.wav2vec2=/path/to/wav2vec2-base) "
+          "or, knowingly, set --config.model.audio.allow_random_wav2vec2=True")
   one_of(c.masking.mode, objective.MASKING_MODES, "masking.mode")
   check(0.0 < c.masking.mask_ratio < 1.0, f"masking.mask_ratio={c.masking.mask_ratio} must be in (0, 1)")
   j = c.masking.jitter
@@ -91,3 +104,18 @@ def validate(c, *, num_devices: int, process_count: int = 1) -> None:
   errors.extend(evaluators.validate(c))
   if errors:
     raise ValueError("invalid config:\n  " + "\n  ".join(errors))
+
+
+def init_warnings(c) -> list[str]:
+  """What a run should shout about at start: training against random weights where the paper's
+  setup uses pretrained ones (allowed by the config, but rarely what a pod run wants)."""
+  m, warnings = c.model, []
+  if m.audio.frontend == "wav2vec2" and not m.init.wav2vec2:
+    warnings.append("model.audio.allow_random_wav2vec2=True: training against a RANDOMLY "
+                    "INITIALISED frozen wav2vec 2.0 (no speech knowledge); set model.init.wav2vec2 "
+                    "for the paper's setup")
+  if m.encoder_size == PAPER_ENCODER and not m.init.sapiens:
+    warnings.append(f"model.encoder_size={PAPER_ENCODER!r} (the paper's encoder) with an empty "
+                    "model.init.sapiens: the encoder starts from random weights, not Sapiens-0.3B "
+                    "(paper 5)")
+  return warnings

@@ -31,6 +31,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   log_path = console.log_to_workdir(workdir)
   logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
+  for warning in config_validation.init_warnings(config):
+    logging.warning("%s", warning)  # the console shows warnings, and log.txt keeps them
   checkpointing.save_config(config, workdir)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})

@@ -244,13 +244,31 @@ def test_non_finite_loss_stops_naming_its_step_without_checkpointing_it(data_dir
 
 
 def test_shipped_configs_validate():
-  from configs import pretrain
   config_validation.validate(demo.get_config(), num_devices=1)
   config_validation.validate(demo.get_config("tiny"), num_devices=8)
   c = pretrain.get_config()
+  c.model.audio.allow_random_wav2vec2 = True
   with pytest.raises(ValueError, match="train_pattern"):
     config_validation.validate(c, num_devices=128, process_count=32)
   c.data.train_pattern = c.data.eval_pattern = "/data/*.array_record"
   config_validation.validate(c, num_devices=128, process_count=32)
   with pytest.raises(ValueError, match="mesh"):
     config_validation.validate(c, num_devices=100, process_count=25)
+
+
+def test_pretrain_refuses_a_random_frozen_wav2vec2(tmp_path):
+  """configs/pretrain.py as shipped (empty model.init.wav2vec2) does not start; the message names
+  the switch. With the switch it validates, and the run's start warns about both random parts."""
+  c = pretrain.get_config()
+  c.data.train_pattern = c.data.eval_pattern = "/data/*.array_record"
+  with pytest.raises(ValueError, match=r"--config\.model\.audio\.allow_random_wav2vec2=True"):
+    train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")  # refused before touching the workdir
+  config_validation.validate(c, num_devices=128, process_count=32, training=False)  # AOT tool
+  c.model.audio.allow_random_wav2vec2 = True
+  config_validation.validate(c, num_devices=128, process_count=32)
+  warnings = config_validation.init_warnings(c)
+  assert len(warnings) == 2 and "RANDOMLY INITIALISED frozen wav2vec 2.0" in warnings[0]
+  assert "model.init.sapiens" in warnings[1]
+  c.model.init.wav2vec2 = "/ckpt/wav2vec2-base"
+  assert len(config_validation.init_warnings(c)) == 1

@@ -185,7 +185,8 @@ def compile_report(config, devices, *, hbm_bytes: int | None = None, min_headroo
     raise ValueError(f"min_headroom={min_headroom} must be in [0, 1)")
   config = _for_compilation(config)
   num_hosts = len({d.process_index for d in devices})
-  config_validation.validate(config, num_devices=len(devices), process_count=num_hosts)
+  config_validation.validate(config, num_devices=len(devices), process_count=num_hosts,
+                             training=False)
   kind = devices[0].device_kind
   hbm = hbm_bytes or hbm_bytes_per_device(devices)
   if hbm is None:
