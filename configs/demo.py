@@ -30,6 +30,7 @@ def get_config(arg: str | None = None):
   c.model.decoder.update(width=64, depth=2, num_heads=4, mlp_dim=256)
   c.model.audio.frontend = "mel"  # a random frozen wav2vec2 carries no speech knowledge
   c.model.audio.context_frames = 2  # +-80 ms of sound around each frame (coarticulation)
+  c.model.audio.input_context_frames = 25  # each window read with 1 s of audio on each side
   c.optim.learning_rate = 1e-3
   c.optim.warmup_steps = 100
 
@@ -45,6 +46,7 @@ def get_config(arg: str | None = None):
     c.model.encoder_size = "tiny"
     c.model.decoder.update(width=16, depth=1, num_heads=2, mlp_dim=32)
     c.model.audio.n_mels = 8
+    c.model.audio.input_context_frames = 2
     c.evals.sync.update(num_clips=4, max_true_lag=3, trials_per_clip=1, windows=(1, 5),
                         max_lag=5, pool_size=8)
   elif arg:

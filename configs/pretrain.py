@@ -69,7 +69,8 @@ def get_config(arg: str | None = None):
   c.model.patch_size = 16
   c.model.encoder_size = "sapiens_0.3b"
   c.model.decoder.update(width=512, depth=8, num_heads=16, mlp_dim=2048, cross_attention=True)
-  c.model.audio.update(frontend="wav2vec2", alignment="resample", adapter="all_layers")
+  c.model.audio.update(frontend="wav2vec2", alignment="resample", adapter="all_layers",
+                       input_context_frames=25)  # each 8-frame window read with 1 s of audio around it
   # model.audio.wav2vec2 stays empty: transformers.Wav2Vec2Config() defaults = wav2vec 2.0 base
   c.model.init.wav2vec2 = ""  # e.g. a local copy of facebook/wav2vec2-base
   c.model.init.sapiens = ""  # e.g. sapiens_0.3b_epoch_1600_clean.pth (CC-BY-NC-4.0)

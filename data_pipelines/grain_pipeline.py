@@ -1,8 +1,9 @@
 """Grain input pipelines over clip shards (synthetic or real video, same `schema`).
 
 Training: each example is a random window of `window_frames` consecutive frames of
-one clip with the audio those frames cover (frame t <-> samples [640 t, 640 (t+1))),
-so audio and video stay aligned sample-exactly; the per-frame audio tokens and
+one clip with the audio those frames cover (frame t <-> samples [640 t, 640 (t+1))) and
+`audio_context_frames` frames of audio on each side (`audio_windows.audio_window`, silence beyond
+the clip), so audio and video stay aligned sample-exactly; the per-frame audio tokens and
 vocal-motion tokens of SyncLipMAE (paper 3.2-3.3) are computed from such windows.
 Only the window's frames are decoded.
 
@@ -21,7 +22,7 @@ from absl import flags
 import grain
 import numpy as np
 
-from data_pipelines import schema
+from data_pipelines import audio_windows, schema
 
 # Prefetch in a few threads per process: the default (16 threads, 500 batches) would
 # hold hundreds of batches in memory on a 2-core machine.
@@ -34,7 +35,7 @@ def _flip_boxes(boxes: np.ndarray) -> np.ndarray:
 
 
 def _sample_window(record: bytes, rng: np.random.Generator, *, window_frames: int,
-                   horizontal_flip: float) -> dict[str, np.ndarray]:
+                   audio_context_frames: int, horizontal_flip: float) -> dict[str, np.ndarray]:
   """Record bytes -> a random aligned window of `window_frames` frames and their audio."""
   r = schema.parse(record)
   n = len(r["frames"])
@@ -43,7 +44,6 @@ def _sample_window(record: bytes, rng: np.random.Generator, *, window_frames: in
                      f"{window_frames}")
   start = int(rng.integers(0, n - window_frames + 1))
   stop = start + window_frames
-  spf = schema.SAMPLES_PER_FRAME
   frames = schema.decode_frames(r, start, stop)
   face_boxes = r["face_boxes"][start:stop]
   mouth_boxes = r["mouth_boxes"][start:stop]
@@ -52,7 +52,7 @@ def _sample_window(record: bytes, rng: np.random.Generator, *, window_frames: in
     face_boxes, mouth_boxes = _flip_boxes(face_boxes), _flip_boxes(mouth_boxes)
   return {
       "frames": np.ascontiguousarray(frames),
-      "audio": r["audio"][spf * start:spf * stop].astype(np.float32) / 32768.0,
+      "audio": audio_windows.audio_window(r["audio"], start, stop, audio_context_frames),
       "face_boxes": np.array(face_boxes, np.float32),
       "mouth_boxes": np.array(mouth_boxes, np.float32),
       "identity_id": np.int32(r["identity_id"]),
@@ -63,7 +63,7 @@ def _sample_window(record: bytes, rng: np.random.Generator, *, window_frames: in
 
 def make_train_dataset(paths: list[str], *, global_batch_size: int, window_frames: int, seed: int,
                        process_index: int = 0, process_count: int = 1,
-                       horizontal_flip: float = 0.0) -> grain.IterDataset:
+                       horizontal_flip: float = 0.0, audio_context_frames: int = 0) -> grain.IterDataset:
   """Infinite, shuffled training batches of aligned audio-video windows for one process.
 
   Args:
@@ -74,9 +74,10 @@ def make_train_dataset(paths: list[str], *, global_batch_size: int, window_frame
     process_index: this process's index; processes read disjoint slices of every epoch.
     process_count: number of processes.
     horizontal_flip: probability of mirroring an example (frames and boxes).
+    audio_context_frames: C, frames of audio around each window (`model.audio.input_context_frames`).
 
   Returns:
-    An IterDataset of dicts: frames uint8 [b, T, H, W, 3], audio float32 [b, T * 640],
+    An IterDataset of dicts: frames uint8 [b, T, H, W, 3], audio float32 [b, (T + 2 C) * 640],
     face_boxes / mouth_boxes float32 [b, T, 4], identity_id / clip_id / start_frame int32 [b],
     with b = global_batch_size // process_count.
   """
@@ -90,11 +91,14 @@ def make_train_dataset(paths: list[str], *, global_batch_size: int, window_frame
                      f"process_count {process_count}")
   if window_frames < 1:
     raise ValueError(f"window_frames must be >= 1, got {window_frames}")
+  if audio_context_frames < 0:
+    raise ValueError(f"audio_context_frames must be >= 0, got {audio_context_frames}")
   if not 0.0 <= horizontal_flip <= 1.0:
     raise ValueError(f"horizontal_flip must be a probability, got {horizontal_flip}")
   ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(list(paths)))
   ds = ds.shuffle(seed).repeat()
   ds = ds.random_map(functools.partial(_sample_window, window_frames=window_frames,
+                                       audio_context_frames=audio_context_frames,
                                        horizontal_flip=horizontal_flip), seed=seed)
   # Process i takes the i-th contiguous block of every global batch: the global batch is
   # the same records in the same order whatever the process count (MapDataset is lazy, so

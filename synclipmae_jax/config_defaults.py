@@ -67,6 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.audio = ml_collections.ConfigDict(dict(
       frontend="mel", alignment="resample", adapter="all_layers", n_mels=40, context_frames=1,
       wav2vec2=ml_collections.ConfigDict(),  # kwargs of transformers.Wav2Vec2Config
+      # Frames of audio the frozen encoder reads on each side of a window, in training and in
+      # every evaluator alike (data_pipelines/audio_windows.py); silence beyond a clip's ends.
+      input_context_frames=0,
       # A training run refuses a frozen wav2vec2 without pretrained weights (model.init.wav2vec2):
       # a random frozen encoder carries no speech knowledge. True = train against one anyway
       # (tests, shape and speed checks); the run then warns at start.

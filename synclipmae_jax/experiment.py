@@ -16,7 +16,6 @@ import flax.linen as nn
 import jax
 from jax.sharding import Mesh
 
-from data_pipelines.schema import SAMPLES_PER_FRAME
 from synclipmae_jax import flops, optimizer, sharding, train_state
 from synclipmae_jax.models import audio_encoder as audio_encoder_lib
 from synclipmae_jax.models import synclipmae
@@ -58,7 +57,7 @@ class Experiment:
 
 def audio_feature_shape(audio_encoder, frozen, num_frames: int) -> tuple[int, int]:
   """(L, C) of the frozen encoder's per-frame features, from shapes only."""
-  waveform = jax.ShapeDtypeStruct((1, SAMPLES_PER_FRAME * num_frames), "float32")
+  waveform = jax.ShapeDtypeStruct((1, audio_encoder.window_samples(num_frames)), "float32")
   features = jax.eval_shape(lambda f, a: audio_encoder.apply({"params": f}, a, num_frames),
                             frozen, waveform)
   return tuple(features.shape[-2:])

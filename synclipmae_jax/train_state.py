@@ -42,8 +42,9 @@ def dummy_batch(config) -> dict:
   """Shapes and dtypes of one global batch: abstract, so nothing is allocated (6144 clips of
   the pretraining config are 7.4 GB of frames)."""
   b, t, s = config.data.global_batch_size, config.data.window_frames, config.model.image_size
+  audio_frames = t + 2 * config.model.audio.input_context_frames  # the window and its context
   return {"frames": jax.ShapeDtypeStruct((b, t, s, s, 3), jnp.uint8),
-          "audio": jax.ShapeDtypeStruct((b, t * SAMPLES_PER_FRAME), jnp.float32),
+          "audio": jax.ShapeDtypeStruct((b, audio_frames * SAMPLES_PER_FRAME), jnp.float32),
           "face_boxes": jax.ShapeDtypeStruct((b, t, 4), jnp.float32),
           "mouth_boxes": jax.ShapeDtypeStruct((b, t, 4), jnp.float32),
           "identity_id": jax.ShapeDtypeStruct((b,), jnp.int32)}

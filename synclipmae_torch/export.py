@@ -50,7 +50,7 @@ def _audio_feature_shape(config) -> tuple[int, int]:
 @functools.lru_cache(maxsize=16)
 def _feature_shape(audio_json: str) -> tuple[int, int]:
   encoder = audio_encoder.build(ml_collections.ConfigDict(json.loads(audio_json)))
-  wave = jax.ShapeDtypeStruct((1, 2 * audio_signal.SAMPLES_PER_FRAME), jnp.float32)
+  wave = jax.ShapeDtypeStruct((1, encoder.window_samples(2)), jnp.float32)
   frozen = jax.eval_shape(lambda w: encoder.init(jax.random.key(0), w, 2), wave).get("params", {})
   features = jax.eval_shape(lambda f, w: encoder.apply({"params": f}, w, 2), frozen, wave)
   return features.shape[2], features.shape[3]
@@ -76,6 +76,10 @@ def architecture(config) -> dict:
       "audio": {"frontend": m.audio.frontend, "alignment": m.audio.alignment,
                 "adapter": m.audio.adapter, "n_mels": m.audio.n_mels,
                 "context_frames": m.audio.context_frames,
+                # Audio tokens are computed in windows of the training window's frames, each read
+                # with this many frames of audio on each side (data_pipelines/audio_windows.py).
+                "window_frames": config.data.window_frames,
+                "input_context_frames": m.audio.input_context_frames,
                 "normalize_waveform": audio.normalize_waveform,
                 "feature_layers": num_layers, "feature_dim": feature_dim, "wav2vec2": wav2vec2},
       # The sync evaluator's deterministic view (evaluators.sync): all patches ("full") or

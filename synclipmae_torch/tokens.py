@@ -3,7 +3,8 @@
 `SyncTokenizer` computes what the JAX evaluator computes (`synclipmae_jax.evaluators.sync`, paper 4.1
 and 5): prompt tokens from the deterministic evaluation view (all patches, or the k patches of
 highest face-preserving weight, `config.evals.sync.view`), and audio tokens from the frozen front end +
-adapter over the whole waveform at once. Inputs are what `data_pipelines` prepares: frames uint8
+adapter in the training window's frames, each read with its audio context
+(`data_pipelines.audio_windows`, as the evaluator and the training pipeline do). Inputs are what `data_pipelines` prepares: frames uint8
 [T, H, W, 3] at the model's image size, face and mouth boxes float32 [T, 4] ((x0, y0, x1, y1) in
 [0, 1]), audio float32 [640 T] in [-1, 1] at 16 kHz (frame t <-> samples [640 t, 640 (t + 1))).
 """
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from data_pipelines import face_weights
+from data_pipelines import audio_windows, face_weights
 from synclipmae_jax.models import audio_signal
 from synclipmae_torch import audio, layout, modules
 
@@ -77,15 +78,24 @@ class SyncTokenizer(nn.Module):
     prompts = torch.cat(out)
     return {name: prompts[:, i] for i, name in enumerate(self.model.arch["prompt_names"])}
 
-  def audio_tokens(self, waveform) -> torch.Tensor:
-    """float [640 T] at 16 kHz -> audio tokens [T, D]."""
+  def audio_tokens(self, waveform, start: int = 0, stop: int | None = None,
+                   windows_per_call: int = 16) -> torch.Tensor:
+    """float [640 N] at 16 kHz -> audio tokens [stop - start, D] of frames [start, stop) (default:
+    all N), at least the training window's frames; audio beyond the span is read as context."""
     waveform = _tensor(waveform)
     if not waveform.is_floating_point() or waveform.ndim != 1:
       raise ValueError(f"audio must be a float waveform [640 T] in [-1, 1], got {waveform.dtype} "
                        f"{tuple(waveform.shape)}")
-    num_frames = waveform.shape[0] // audio_signal.SAMPLES_PER_FRAME
-    features = self.audio_frontend(waveform[None].float().to(self.pixel_mean.device), num_frames)
-    return self.model.encode_audio(features)[0]
+    audio_arch = self.model.arch["audio"]
+    t, context = audio_arch["window_frames"], audio_arch["input_context_frames"]
+    stop = waveform.shape[0] // audio_signal.SAMPLES_PER_FRAME if stop is None else stop
+    starts, window, offset = audio_windows.sliding_windows(start, stop, t)
+    wave = waveform.float().cpu().numpy()
+    windows = torch.from_numpy(np.stack([audio_windows.audio_window(wave, s, s + t, context)
+                                         for s in starts])).to(self.pixel_mean.device)
+    tokens = torch.cat([self.model.encode_audio(self.audio_frontend(windows[i:i + windows_per_call], t))
+                        for i in range(0, len(windows), windows_per_call)])
+    return tokens[torch.from_numpy(window), torch.from_numpy(offset)]
 
   def forward(self, frames, face_boxes, mouth_boxes, waveform) -> dict[str, torch.Tensor]:
     """Per-frame (25 fps) {"audio": [T, D], "vocal": [T, D]} for T frames and 640 T samples."""

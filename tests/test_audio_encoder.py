@@ -202,11 +202,12 @@ def test_wav2vec2_features_are_aligned_hidden_states(w2v_params, alignment):
   apply = jax.jit(model.apply, static_argnames=("num_frames", "alignment"))
   variables = {"params": w2v_params["wav2vec2"]}
   if alignment == "resample":
-    resampled = np.asarray(jax.image.resize(jnp.asarray(x), (2, 320 * num_frames + 80), "linear",
+    # Ratio 320 / 640 whatever T, then 40 + 40 samples of padding: one token centred on each frame.
+    resampled = np.asarray(jax.image.resize(jnp.asarray(x), (2, 320 * num_frames), "linear",
                                             antialias=True))
     normalised = (resampled - resampled.mean(1, keepdims=True)) / np.sqrt(
         resampled.var(1, keepdims=True) + 1e-7)
-    hidden_states = apply(variables, jnp.asarray(normalised))
+    hidden_states = apply(variables, jnp.asarray(np.pad(normalised, ((0, 0), (40, 40)))))
   else:
     normalised = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + 1e-7)
     hidden_states = apply(
@@ -219,7 +220,9 @@ def test_wav2vec2_features_are_aligned_hidden_states(w2v_params, alignment):
 def test_resample_emits_exactly_one_token_per_frame(w2v_params, num_frames):
   assert wav2vec2.num_samples_for_tokens(CONFIG, num_frames) == 320 * num_frames + 80
   assert wav2vec2.conv_output_length(CONFIG, 320 * num_frames + 80) == num_frames
+  assert audio_encoder.resample_geometry(CONFIG) == (320, 40, 40)
   module = AudioEncoder("wav2vec2", alignment="resample", wav2vec2_config=CONFIG)
+  assert module.wav2vec2_input_samples(num_frames) == 320 * num_frames + 80
   features = run(module, w2v_params, speech_like(num_frames, batch=1), num_frames)
   assert features.shape == (1, num_frames, 3, 16)
   assert np.isfinite(features).all()
@@ -264,3 +267,17 @@ def test_bad_input_raises():
     module.apply({}, jnp.zeros((1, 0)), 0)
   with pytest.raises(ValueError, match="lengths"):
     audio_encoder.antialiased_resample_weights(640, 0)
+
+
+@pytest.mark.parametrize("frontend", ["mel", "wav2vec2"])
+def test_input_context_gives_the_middle_frames_their_window_tokens(w2v_params, frontend):
+  """With C frames of context, the features are those of the whole window's middle T frames."""
+  num_frames, context = 3, 2
+  x = speech_like(num_frames + 2 * context)
+  kwargs = dict(wav2vec2_config=CONFIG) if frontend == "wav2vec2" else {}
+  params = w2v_params if frontend == "wav2vec2" else {}
+  whole = run(AudioEncoder(frontend, **kwargs), params, x, num_frames + 2 * context)
+  middle = run(AudioEncoder(frontend, input_context_frames=context, **kwargs), params, x, num_frames)
+  np.testing.assert_allclose(middle, whole[:, context:context + num_frames], rtol=0, atol=1e-5)
+  with pytest.raises(ValueError, match="context"):
+    run(AudioEncoder(frontend, input_context_frames=context, **kwargs), params, x[:, :-640], num_frames)

@@ -25,7 +25,7 @@ from configs import demo
 from data_pipelines import face_weights
 from synclipmae_jax import masking, objective, train_state
 from synclipmae_jax.evaluators import sync
-from synclipmae_jax.models import audio_encoder, synclipmae
+from synclipmae_jax.models import audio_encoder, audio_signal, synclipmae
 from synclipmae_jax.weights import param_tree, wav2vec2_checkpoint
 from synclipmae_torch import export, layout
 from torch_peers import random_eval_model
@@ -323,18 +323,23 @@ def test_tokenizer_view_and_tokens_match_the_jax_evaluator(tiny_mel):
 
   patches, keep = jax_view(frames, face, mouth)
   vocal = sync.prompt_tokens_for(model, config, config.evals.sync)(params, frames, face, mouth)[:, 1]
+  # The batch's audio is a training window: 4 frames with `context` frames of audio on each side.
+  context, spf = config.model.audio.input_context_frames, audio_signal.SAMPLES_PER_FRAME
+  assert context > 0
   audio_tokens = sync.audio_tokens_fn(model, audio_encoder.build(config.model.audio), 4)(
-      params, {}, batch["audio"][0])
+      params, {}, batch["audio"][:1])[0]
+  waveform = batch["audio"][0][context * spf:(context + 4) * spf]
   ours_patches, ours_keep = tokenizer.view(frames, face, mouth)
   np.testing.assert_array_equal(ours_keep.numpy(), np.asarray(keep))
   np.testing.assert_allclose(ours_patches.numpy(), np.asarray(patches), atol=1e-6)
   with torch.no_grad():
-    ours = tokenizer(frames, face, mouth, batch["audio"][0])
+    ours = tokenizer(frames, face, mouth, waveform)
+    ours_audio = tokenizer.audio_tokens(batch["audio"][0], context, context + 4)
   assert ours["vocal"].shape == ours["audio"].shape == (4, 32)
   np.testing.assert_allclose(ours["vocal"].numpy(), np.asarray(vocal), atol=TOLERANCE)
-  np.testing.assert_allclose(ours["audio"].numpy(), np.asarray(audio_tokens), atol=TOLERANCE)
+  np.testing.assert_allclose(ours_audio.numpy(), np.asarray(audio_tokens), atol=TOLERANCE)
   with pytest.raises(ValueError, match="4 frames need 2560 audio samples"):
-    tokenizer(frames, face, mouth, batch["audio"][0][:-1])
+    tokenizer(frames, face, mouth, waveform[:-1])
 
 
 def test_encoder_compiles_to_one_graph(tiny_mel):

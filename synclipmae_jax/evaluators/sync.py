@@ -5,7 +5,9 @@ from [-max_true_lag, max_true_lag] (positive: the video lags the audio, so audio
 belongs with video frame t + L): the audio window is frames [S + L, N - S + L) with
 S = `max_lag`, and the video tokens of all N frames give every candidate lag in [-S, S] a
 real frame on every audio frame. The waveform itself is cut at the shifted position, so the
-audio encoder sees the shifted stream. Vocal-motion tokens and audio tokens go to
+audio encoder sees the shifted stream. Audio tokens are computed exactly as in training: windows
+of `data.window_frames` frames slid over the span, each with the training pipeline's audio context
+(`data_pipelines.audio_windows`). Vocal-motion tokens and audio tokens go to
 `sync_metrics.lag_detection` (Acc and Offset for windows of K frames) and, unshifted, to
 `sync_metrics.r_precision` (pool of 32). All tokens are the frozen model's; no extra head
 is trained.
@@ -24,9 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines import audio_windows, grain_pipeline
 from data_pipelines import face_weights as face_weights_lib
-from data_pipelines import grain_pipeline
-from data_pipelines.schema import SAMPLES_PER_FRAME
 from synclipmae_jax import losses, masking, objective, sync_metrics
 from synclipmae_jax.models import layers
 
@@ -45,10 +46,10 @@ def validate(entry, config) -> list[str]:
   if config.data.source == "synthetic":
     s = config.data.synthetic
     n = s.eval_clip_frames - 2 * entry.max_lag
-    if n < max(entry.windows):
+    if n < max(max(entry.windows), config.data.window_frames):
       errors.append(f"max_lag={entry.max_lag}: held-out clips of {s.eval_clip_frames} frames leave {n} "
                     f"audio frames after +-{entry.max_lag} frames of lag context, fewer than the largest "
-                    f"window {max(entry.windows)}")
+                    f"window {max(entry.windows)} or data.window_frames={config.data.window_frames}")
     if s.num_eval_clips < entry.num_clips:
       errors.append(f"num_clips={entry.num_clips} > data.synthetic.num_eval_clips={s.num_eval_clips}")
   return errors
@@ -86,16 +87,21 @@ def prompt_tokens_for(model, config, entry):
 
 @functools.cache
 def audio_tokens_fn(model, audio_encoder, num_frames: int):
-  """Jitted (params, frozen, waveform [640 num_frames]) -> audio tokens [num_frames, D],
-  replicated."""
+  """Jitted (params, frozen, waveforms [W, audio_encoder.window_samples(num_frames)]) -> audio
+  tokens [W, num_frames, D] of W windows (`audio_windows.audio_window`), replicated."""
 
   @jax.jit
-  def tokens(params, frozen, waveform):
-    features = audio_encoder.apply({"params": frozen}, waveform[None], num_frames)
-    out = model.apply({"params": params}, features, method=model.encode_audio)[0]
-    return layers.constrain(out, None, None)
+  def tokens(params, frozen, waveforms):
+    features = audio_encoder.apply({"params": frozen}, waveforms, num_frames)
+    out = model.apply({"params": params}, features, method=model.encode_audio)
+    return layers.constrain(out, None, None, None)
 
   return tokens
+
+
+def windows_per_call(entry, window_frames: int) -> int:
+  """Audio windows per call of `audio_tokens_fn`: about frames_per_call frames."""
+  return max(1, entry.frames_per_call // window_frames)
 
 
 class Evaluator:
@@ -106,6 +112,9 @@ class Evaluator:
     self.model = model
     self.audio_encoder = audio_encoder
     self.prompt_fn = prompt_tokens_for(model, config, entry)
+    self.window_frames = config.data.window_frames
+    self.audio_fn = audio_tokens_fn(model, audio_encoder, self.window_frames)
+    self.windows_per_call = windows_per_call(entry, self.window_frames)
     self.clips = grain_pipeline.load_eval_clips(eval_paths, max_clips=entry.num_clips)
     if len(self.clips) < entry.num_clips:
       raise ValueError(f"num_clips={entry.num_clips} but only {len(self.clips)} held-out clips")
@@ -129,9 +138,16 @@ class Evaluator:
     return self.prompt_tokens(params, clip, start, stop)[:, 1]
 
   def audio_tokens(self, params, frozen, clip: dict, start: int, stop: int) -> np.ndarray:
-    """Audio tokens of frames [start, stop) of `clip`, the waveform of those frames encoded."""
-    wave = np.asarray(clip["audio"][start * SAMPLES_PER_FRAME: stop * SAMPLES_PER_FRAME], np.float32)
-    return np.asarray(audio_tokens_fn(self.model, self.audio_encoder, stop - start)(params, frozen, wave))
+    """Audio tokens [stop - start, D] of frames [start, stop) of `clip`: training's windows of
+    `data.window_frames` frames with their audio context, slid over the span."""
+    t, per_call = self.window_frames, self.windows_per_call
+    starts, window, offset = audio_windows.sliding_windows(start, stop, t)
+    context = self.audio_encoder.input_context_frames
+    waves = np.stack([audio_windows.audio_window(clip["audio"], s, s + t, context) for s in starts])
+    waves = np.concatenate([waves, np.zeros((-len(waves) % per_call,) + waves.shape[1:], np.float32)])
+    tokens = np.concatenate([np.asarray(self.audio_fn(params, frozen, waves[i:i + per_call]))
+                             for i in range(0, len(waves), per_call)])
+    return tokens[window, offset]
 
   def run(self, params, frozen) -> dict[str, float]:
     s = self.c.max_lag

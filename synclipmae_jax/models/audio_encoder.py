@@ -3,23 +3,26 @@
 Paper 3.2 "Audio Features and Adapter": a frozen L-layer speech encoder emits per-layer hidden
 sequences aligned to one token per 25 fps video frame; the audio adapter
 (`synclipmae_jax.models.audio_adapter`) concatenates them. `AudioEncoder` produces those aligned
-features, [B, T, L, C], from a 16 kHz waveform of exactly 640 T samples (frame t covers samples
-[640 t, 640 (t + 1))). It owns no trainable state: the train step applies it with frozen parameters
-under `jax.lax.stop_gradient`, and the optimizer never sees them.
+features, [B, T, L, C], for the T frames of a window from a 16 kHz waveform of the window and C
+frames of context on each side (`input_context_frames`; 640 (T + 2 C) samples, frame t of the
+window covering samples [640 (t + C), 640 (t + C + 1))). Training and evaluation cut those
+waveforms the same way (`data_pipelines.audio_windows`), so a frame's token does not depend on
+which code computes it. It owns no trainable state: the train step applies it with frozen
+parameters under `jax.lax.stop_gradient`, and the optimizer never sees them.
 
 Front ends:
 - "wav2vec2": `Wav2Vec2Model` hidden states (num_hidden_layers + 1 of them), aligned by
   - "resample" (the paper's wording, 3.1: "we resample the input waveform so that the encoder
-    emits T tokens per utterance"): `resample` the waveform to
-    `wav2vec2.num_samples_for_tokens(config, T)` samples (320 T + 80 for the base geometry, so the
-    CNN emits exactly T frames), or
-  - "interpolate": the CNN features are linearly interpolated to T frames before the feature
-    projection (as Hallo, MultiTalk/InfiniteTalk and OmniAvatar do).
+    emits T tokens per utterance"): the waveform is resampled by the fixed ratio J / 640 (J = the
+    CNN's total stride) and padded by the receptive field's overhang, so the CNN emits one token
+    centred on each video frame (`audio_signal.resample_geometry`), or
+  - "interpolate": the CNN features are linearly interpolated to one per frame before the
+    feature projection (as Hallo, MultiTalk/InfiniteTalk and OmniAvatar do).
 - "mel": a parameter-free log-mel baseline, L = 1 (see `mel_frame_features`).
 
-Each utterance is normalised to zero mean and unit variance first when `normalize_waveform`
-(transformers' `Wav2Vec2FeatureExtractor(do_normalize=True)`, eps 1e-7); with "resample" the
-normalisation applies to the resampled waveform, the encoder's actual input.
+Each window (context included) is normalised to zero mean and unit variance first when
+`normalize_waveform` (transformers' `Wav2Vec2FeatureExtractor(do_normalize=True)`, eps 1e-7); with
+"resample" the normalisation applies to the resampled waveform, the encoder's actual input.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from synclipmae_jax.models import wav2vec2
 # The geometry and filter taps live in the jax-free `audio_signal` (shared with synclipmae_torch).
 from synclipmae_jax.models.audio_signal import (
     LOG_MEL_FLOOR, MEL_FRAMES_PER_VIDEO_FRAME, MEL_HOP, MEL_WINDOW, NORMALIZE_EPS, SAMPLES_PER_FRAME,
-    antialiased_resample_weights, mel_constants)
+    antialiased_resample_weights, mel_constants, resample_geometry)
 
 FRONTENDS = ("mel", "wav2vec2")
 ALIGNMENTS = ("resample", "interpolate")
@@ -95,7 +98,8 @@ def mel_frame_features(
 
 
 class AudioEncoder(nn.Module):
-  """Frozen audio front end: waveform [B, 640 T] -> per-frame features [B, T, L, C] (paper 3.2).
+  """Frozen audio front end: waveform [B, 640 (T + 2 input_context_frames)] -> per-frame features
+  [B, T, L, C] of the T frames in the middle (paper 3.2).
 
   Attributes:
     frontend: "wav2vec2" (L = num_hidden_layers + 1, C = hidden_size) or "mel" (L = 1,
@@ -103,8 +107,9 @@ class AudioEncoder(nn.Module):
     alignment: "resample" or "interpolate" (wav2vec2 only, see the module docstring).
     wav2vec2_config: the speech encoder's configuration (required for "wav2vec2").
     n_mels: mel bins of the "mel" front end.
-    context_frames: video frames of context on each side for "mel".
-    normalize_waveform: zero mean, unit variance per utterance before the front end.
+    context_frames: video frames of context on each side for "mel" (features stacked per frame).
+    input_context_frames: frames of waveform read on each side of the window (C).
+    normalize_waveform: zero mean, unit variance per window before the front end.
   """
 
   frontend: str
@@ -112,6 +117,7 @@ class AudioEncoder(nn.Module):
   wav2vec2_config: Wav2Vec2Config | None = None
   n_mels: int = 40
   context_frames: int = 1
+  input_context_frames: int = 0
   normalize_waveform: bool = True
 
   def __post_init__(self):
@@ -127,47 +133,68 @@ class AudioEncoder(nn.Module):
       raise ValueError(f"n_mels must be >= 1, got {self.n_mels}")
     if self.context_frames < 0:
       raise ValueError(f"context_frames must be >= 0, got {self.context_frames}")
+    if self.input_context_frames < 0:
+      raise ValueError(f"input_context_frames must be >= 0, got {self.input_context_frames}")
     super().__post_init__()
 
   def setup(self):
     if self.frontend == "wav2vec2":
       self.wav2vec2 = wav2vec2.Wav2Vec2Model(self.wav2vec2_config)
 
+  def window_samples(self, num_frames: int) -> int:
+    """Waveform samples of a window of `num_frames` frames with its context."""
+    return SAMPLES_PER_FRAME * (num_frames + 2 * self.input_context_frames)
+
   def wav2vec2_input_samples(self, num_frames: int) -> int:
-    """Samples the speech encoder reads for `num_frames` video frames ("wav2vec2" only)."""
+    """Samples the speech encoder reads for a window of `num_frames` frames ("wav2vec2" only)."""
     if self.frontend != "wav2vec2":
       raise ValueError(f"the {self.frontend!r} front end has no speech encoder")
+    m = num_frames + 2 * self.input_context_frames
     if self.alignment == "resample":
-      return wav2vec2.num_samples_for_tokens(self.wav2vec2_config, num_frames)
-    return SAMPLES_PER_FRAME * num_frames
+      jump, left, right = resample_geometry(self.wav2vec2_config)
+      return jump * m + left + right
+    return SAMPLES_PER_FRAME * m
 
   def __call__(self, waveform: jax.Array, num_frames: int) -> jax.Array:
-    """Per-frame features.
+    """Per-frame features of a window.
 
     Args:
-      waveform: float32 [B, 640 num_frames], mono 16 kHz in [-1, 1].
-      num_frames: T, the number of video frames (static).
+      waveform: float32 [B, 640 (num_frames + 2 input_context_frames)], mono 16 kHz in [-1, 1]:
+        the window's frames with their context (`data_pipelines.audio_windows.audio_window`).
+      num_frames: T, the number of video frames of the window (static).
 
     Returns:
       float32 [B, T, L, C].
     """
     if num_frames < 1:
       raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    if waveform.ndim != 2 or waveform.shape[1] != SAMPLES_PER_FRAME * num_frames:
+    c = self.input_context_frames
+    if waveform.ndim != 2 or waveform.shape[1] != self.window_samples(num_frames):
       raise ValueError(
-          f"waveform must be [B, {SAMPLES_PER_FRAME} * {num_frames}] for {num_frames} frames, got "
-          f"shape {waveform.shape}")
+          f"waveform must be [B, {SAMPLES_PER_FRAME} * ({num_frames} + 2 * {c})] for {num_frames} "
+          f"frames with {c} frames of context on each side, got shape {waveform.shape}")
+    m = num_frames + 2 * c
     waveform = waveform.astype(jnp.float32)
     normalize = zero_mean_unit_variance if self.normalize_waveform else (lambda x: x)
     if self.frontend == "mel":
-      return mel_frame_features(normalize(waveform), num_frames, self.n_mels, self.context_frames)
-    if self.alignment == "resample":
-      length = self.wav2vec2_input_samples(num_frames)
-      hidden_states = self.wav2vec2(normalize(resample(waveform, length)))
+      features = mel_frame_features(normalize(waveform), m, self.n_mels, self.context_frames)
     else:
-      hidden_states = self.wav2vec2(
-          normalize(waveform), num_frames=num_frames, alignment="interpolate")
-    return jnp.stack(hidden_states, axis=2)
+      if self.alignment == "resample":
+        jump, left, right = resample_geometry(self.wav2vec2_config)
+        resampled = normalize(resample(waveform, jump * m))
+        hidden_states = self.wav2vec2(jnp.pad(resampled, ((0, 0), (left, right))))
+      else:
+        hidden_states = self.wav2vec2(normalize(waveform), num_frames=m, alignment="interpolate")
+      features = jnp.stack(hidden_states, axis=2)
+    return features[:, c:c + num_frames]
+
+
+class HashableWav2Vec2Config(Wav2Vec2Config):
+  """`transformers.Wav2Vec2Config`, hashable by value: an `AudioEncoder` holding it can key the
+  evaluators' cached jitted functions (a PretrainedConfig defines __eq__ and so no __hash__)."""
+
+  def __hash__(self):
+    return hash(self.to_json_string(use_diff=False))
 
 
 def init_frozen_params(module: AudioEncoder, rng: jax.Array, num_frames: int) -> dict:
@@ -176,7 +203,7 @@ def init_frozen_params(module: AudioEncoder, rng: jax.Array, num_frames: int) ->
   The tree is {"wav2vec2": <Wav2Vec2Model params>} for "wav2vec2", unboxed (without the logical
   axis names that `train_state` uses to shard it); a converted pretrained checkpoint replaces it.
   """
-  waveform = jnp.zeros((1, SAMPLES_PER_FRAME * num_frames), jnp.float32)
+  waveform = jnp.zeros((1, module.window_samples(num_frames)), jnp.float32)
   variables = jax.jit(module.init, static_argnums=2)(rng, waveform, num_frames)
   return nn.unbox(variables.get("params", {}))
 
@@ -185,7 +212,8 @@ def build(audio_config) -> AudioEncoder:
   """The frozen audio front end named by `config.model.audio` (see configs/)."""
   w2v = None
   if audio_config.frontend == "wav2vec2":
-    w2v = Wav2Vec2Config(**audio_config.wav2vec2.to_dict())
+    w2v = HashableWav2Vec2Config(**audio_config.wav2vec2.to_dict())
   return AudioEncoder(
       frontend=audio_config.frontend, alignment=audio_config.alignment, wav2vec2_config=w2v,
-      n_mels=audio_config.n_mels, context_frames=audio_config.context_frames)
+      n_mels=audio_config.n_mels, context_frames=audio_config.context_frames,
+      input_context_frames=audio_config.input_context_frames)

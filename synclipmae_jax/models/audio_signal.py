@@ -17,7 +17,7 @@ from data_pipelines.schema import SAMPLE_RATE, SAMPLES_PER_FRAME
 __all__ = ["SAMPLE_RATE", "SAMPLES_PER_FRAME", "NORMALIZE_EPS", "MEL_WINDOW", "MEL_HOP",
            "MEL_FRAMES_PER_VIDEO_FRAME", "MEL_MAX_FREQUENCY", "LOG_MEL_FLOOR",
            "antialiased_resample_weights", "mel_constants", "conv_output_length",
-           "num_samples_for_tokens"]
+           "num_samples_for_tokens", "resample_geometry"]
 
 NORMALIZE_EPS = 1e-7  # transformers' Wav2Vec2FeatureExtractor(do_normalize=True)
 MEL_WINDOW = 400  # 25 ms Hann window, n_fft = 400
@@ -92,3 +92,18 @@ def num_samples_for_tokens(config, num_tokens: int) -> int:
     receptive_field += (kernel - 1) * jump
     jump *= stride
   return receptive_field + jump * (num_tokens - 1)
+
+
+def resample_geometry(config) -> tuple[int, int, int]:
+  """(J, left, right) of the "resample" alignment for a `transformers.Wav2Vec2Config`.
+
+  The waveform of M video frames is resampled to J M samples, J the CNN's total stride (320 for
+  base): a ratio J / 640 that does not depend on M. It is then padded with `left` and `right` zeros
+  (receptive field - J in all: 40 + 40 for base), so the CNN emits exactly M tokens and token j is
+  centred on the middle of video frame j.
+  """
+  jump = 1
+  for stride in config.conv_stride:
+    jump *= stride
+  pad = num_samples_for_tokens(config, 1) - jump
+  return jump, pad // 2, pad - pad // 2

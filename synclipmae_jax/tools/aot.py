@@ -47,7 +47,6 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
-from data_pipelines.schema import SAMPLES_PER_FRAME
 from synclipmae_jax import config_validation, experiment, sharding
 from synclipmae_jax.evaluators import sync
 
@@ -148,9 +147,11 @@ def _compile_eval(config, exp) -> dict:
   replicated = sharding.replicated(exp.mesh)
   frames = jax.ShapeDtypeStruct((n, s, s, 3), np.uint8, sharding=replicated)
   boxes = jax.ShapeDtypeStruct((n, 4), np.float32, sharding=replicated)
-  wave = jax.ShapeDtypeStruct((n * SAMPLES_PER_FRAME,), np.float32, sharding=replicated)
+  t = config.data.window_frames
+  wave = jax.ShapeDtypeStruct((sync.windows_per_call(entry, t), exp.audio_encoder.window_samples(t)),
+                              np.float32, sharding=replicated)
   prompts = sync.prompt_tokens_for(exp.model, config, entry)
-  audio = sync.audio_tokens_fn(exp.model, exp.audio_encoder, n)
+  audio = sync.audio_tokens_fn(exp.model, exp.audio_encoder, t)
   params, frozen = exp.abstract_state.params, exp.abstract_state.frozen
   return {"eval_prompt_tokens": compile_function(prompts, params, frames, boxes, boxes),
           "eval_audio_tokens": compile_function(audio, params, frozen, wave)}
