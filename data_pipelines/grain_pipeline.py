@@ -7,8 +7,9 @@ the clip), so audio and video stay aligned sample-exactly; the per-frame audio t
 vocal-motion tokens of SyncLipMAE (paper 3.2-3.3) are computed from such windows.
 Only the window's frames are decoded.
 
-The pipeline is a `grain.MapDataset` (global shuffle, infinite repeat with a new
-order every epoch, random window, batch, per-process block of every global batch), so its iterator is
+The pipeline is a `grain.MapDataset` (global shuffle, or runs of `clips_per_identity` clips of one
+identity (`identity_groups`); infinite repeat with a new order every epoch, random window, batch,
+per-process block of every global batch), so its iterator is
 deterministic and checkpointable: `get_state`/`set_state`, or
 `grain.checkpoint.CheckpointSave`/`CheckpointRestore` inside an orbax
 CheckpointManager.
@@ -22,7 +23,7 @@ from absl import flags
 import grain
 import numpy as np
 
-from data_pipelines import audio_windows, schema
+from data_pipelines import audio_windows, identity_groups, schema
 
 # Prefetch in a few threads per process: the default (16 threads, 500 batches) would
 # hold hundreds of batches in memory on a 2-core machine.
@@ -63,7 +64,8 @@ def _sample_window(record: bytes, rng: np.random.Generator, *, window_frames: in
 
 def make_train_dataset(paths: list[str], *, global_batch_size: int, window_frames: int, seed: int,
                        process_index: int = 0, process_count: int = 1,
-                       horizontal_flip: float = 0.0, audio_context_frames: int = 0) -> grain.IterDataset:
+                       horizontal_flip: float = 0.0, audio_context_frames: int = 0,
+                       clips_per_identity: int = 0) -> grain.IterDataset:
   """Infinite, shuffled training batches of aligned audio-video windows for one process.
 
   Args:
@@ -75,6 +77,8 @@ def make_train_dataset(paths: list[str], *, global_batch_size: int, window_frame
     process_count: number of processes.
     horizontal_flip: probability of mirroring an example (frames and boxes).
     audio_context_frames: C, frames of audio around each window (`model.audio.input_context_frames`).
+    clips_per_identity: K > 0: every K consecutive clips of a batch are K clips of one identity
+      (`identity_groups`; reads every record's identity once at start); 0: a global shuffle.
 
   Returns:
     An IterDataset of dicts: frames uint8 [b, T, H, W, 3], audio float32 [b, (T + 2 C) * 640],
@@ -91,19 +95,28 @@ def make_train_dataset(paths: list[str], *, global_batch_size: int, window_frame
                      f"process_count {process_count}")
   if window_frames < 1:
     raise ValueError(f"window_frames must be >= 1, got {window_frames}")
+  per_process = global_batch_size // process_count
+  if clips_per_identity < 0 or (clips_per_identity and per_process % clips_per_identity):
+    raise ValueError(f"clips_per_identity={clips_per_identity} must be >= 0 and divide the "
+                     f"{per_process} clips of each process's batch")
   if audio_context_frames < 0:
     raise ValueError(f"audio_context_frames must be >= 0, got {audio_context_frames}")
   if not 0.0 <= horizontal_flip <= 1.0:
     raise ValueError(f"horizontal_flip must be a probability, got {horizontal_flip}")
-  ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(list(paths)))
-  ds = ds.shuffle(seed).repeat()
+  source = grain.sources.ArrayRecordDataSource(list(paths))
+  if clips_per_identity:
+    identities = np.array([schema.identity_of(source[i]) for i in range(len(source))])
+    ds = grain.MapDataset.source(identity_groups.IdentityGroupedRecords(
+        source, identities, clips_per_identity, seed))
+  else:
+    ds = grain.MapDataset.source(source).shuffle(seed).repeat()
   ds = ds.random_map(functools.partial(_sample_window, window_frames=window_frames,
                                        audio_context_frames=audio_context_frames,
                                        horizontal_flip=horizontal_flip), seed=seed)
   # Process i takes the i-th contiguous block of every global batch: the global batch is
   # the same records in the same order whatever the process count (MapDataset is lazy, so
   # a process only reads and decodes its own blocks).
-  ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
+  ds = ds.batch(per_process, drop_remainder=True)
   ds = ds[process_index::process_count]
   return ds.to_iter_dataset(_READ_OPTIONS)
 

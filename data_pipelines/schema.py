@@ -135,6 +135,17 @@ def parse(record: bytes) -> dict:
   return r
 
 
+def identity_of(record: bytes) -> int:
+  """The `identity_id` of record bytes, read without unpacking the frames and audio."""
+  unpacker = msgpack.Unpacker(raw=False)
+  unpacker.feed(record)
+  for _ in range(unpacker.read_map_header()):
+    if unpacker.unpack() == "identity_id":
+      return int(unpacker.unpack())
+    unpacker.skip()
+  raise ValueError("record has no identity_id")
+
+
 def decode_frames(parsed: dict, start: int = 0, stop: int | None = None) -> np.ndarray:
   """Decodes frames [start, stop) of a parsed record to uint8 [n, H, W, 3]."""
   return np.stack([decode_image(b) for b in parsed["frames"][start:stop]])

@@ -54,6 +54,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.worker_count = 0  # grain worker processes (0 = in the main process)
   c.data.worker_buffer_size = 2
   c.data.horizontal_flip = 0.0
+  # Identity-aware batches (data_pipelines/identity_groups.py): every K consecutive clips of a batch
+  # are K clips of one identity, so a contrastive group holds several clips of a few identities and
+  # the identity shuffle swaps across clips (paper 3.2); 0 = a global shuffle.
+  c.data.clips_per_identity = 2
   c.data.synthetic = ml_collections.ConfigDict(dict(
       num_train_clips=512, num_eval_clips=64, num_identities=64, num_eval_identities=16,
       clip_frames=75, eval_clip_frames=100, seed=0, num_shards=4))

@@ -96,6 +96,10 @@ def validate(c, *, num_devices: int, process_count: int = 1, training: bool = Tr
     check(g >= 1 and b % g == 0 and (b // g) % shards == 0,
           f"loss.contrastive.group_size={g}: the {b} clips must split into groups that each sit on one batch shard "
           f"(number of groups a multiple of data*fsdp={shards})")
+    k = c.data.clips_per_identity
+    check(k >= 0 and (k == 0 or (g % k == 0 and (b // process_count) % k == 0)),
+          f"data.clips_per_identity={k} must be >= 0 and divide the contrastive group ({g} clips) and "
+          f"each process's batch ({b // process_count} clips)")
   except ValueError as e:
     errors.append(str(e))
   if c.data.source == "synthetic":

@@ -71,17 +71,24 @@ def make_views(rng, frames, face_boxes, mouth_boxes, config):
 def identity_permutation(rng, identity_ids, frames_per_clip: int, group_size: int):
   """Identity-consistent prompt shuffling (paper 3.2) within contrastive groups.
 
-  identity_ids [B] -> [B * T] frame permutation that only swaps frames of the same identity
-  (frames of one clip, clips of one speaker) inside a group of `group_size` clips.
+  identity_ids [B] -> [B * T] frame permutation that only swaps frames of the same identity inside
+  a group of `group_size` clips, taking partners from other clips of the identity where the group
+  has them (`prompt_shuffle.identity_swap`).
   """
   b = identity_ids.shape[0]
   per_group = group_size * frames_per_clip
   ids = jnp.repeat(identity_ids, frames_per_clip).reshape(b // group_size, per_group)
+  clips = jnp.repeat(jnp.arange(group_size), frames_per_clip)
   keys = jax.random.split(rng, b // group_size)
-  dummy = jnp.zeros((per_group, 1), jnp.float32)
-  perm = jax.vmap(lambda key, g: prompt_shuffle.shuffle_within_groups(key, dummy, g)[1])(keys, ids)
+  perm = jax.vmap(lambda key, g: prompt_shuffle.identity_swap(key, g, clips))(keys, ids)
   offsets = (jnp.arange(b // group_size) * per_group)[:, None]
   return (perm + offsets).reshape(-1)
+
+
+def cross_clip_fraction(permutation, frames_per_clip: int):
+  """The fraction of frames whose identity prompt comes from another clip (a training metric)."""
+  clip = jnp.arange(permutation.shape[0]) // frames_per_clip
+  return jnp.mean((clip[permutation] != clip).astype(jnp.float32))
 
 
 def compute_losses(params, model, batch, audio_features, rng, config, group_size: int):
@@ -131,5 +138,6 @@ def compute_losses(params, model, batch, audio_features, rng, config, group_size
   metrics = {f"loss/{name}": value for name, value in terms.items()}
   metrics["loss/total"] = total
   metrics.update({f"contrastive/{k}": v.mean() for k, v in cmetrics.items()})
+  metrics["shuffle/cross_clip_fraction"] = cross_clip_fraction(perm, t)
   aux = {"context_keep": context_keep, "targets": context, **out}
   return total, (metrics, aux)

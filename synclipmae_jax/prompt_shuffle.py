@@ -1,8 +1,11 @@
 """Identity-consistent prompt shuffling (paper 3.2).
 
-Within a mini-batch, identity prompts are randomly swapped among frames that share the
-same subject identity, so the identity prompt cannot carry the short-term motion of its
-own frame. The permutation has static shapes (two sorts of length N), so it jits and vmaps.
+Identity prompts are swapped among frames that share the same subject identity "but exhibit
+different facial motions", so the identity prompt cannot carry the short-term motion of its own
+frame. `identity_swap` takes each frame's partner from another clip of its identity wherever the
+group holds one (identity-aware batches, `data_pipelines.identity_groups`, make that common), and
+from another frame of its own clip otherwise. Static shapes (one sort of length N), so it jits and
+vmaps.
 """
 
 from __future__ import annotations
@@ -11,40 +14,48 @@ import jax
 import jax.numpy as jnp
 
 
-def shuffle_within_groups(
-    rng: jax.Array,
-    tokens: jnp.ndarray,
-    group_ids: jnp.ndarray,
-) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """Permutes `tokens` uniformly at random within each group of equal `group_ids`.
+def _run_starts(boundary: jnp.ndarray) -> jnp.ndarray:
+  """[N] bool run boundaries (True at each run's first position) -> each position's run start."""
+  return jax.lax.cummax(jnp.where(boundary, jnp.arange(boundary.shape[0]), 0))
 
-  A stable sort by group id lists the positions of each group in index order; a sort by
-  (group id, random key) lists the same positions in a uniformly random order. Pairing
-  the k-th entries of the two orders maps each position to a random position of its own
-  group, so `group_ids[permutation] == group_ids`. Every within-group permutation is
-  equally likely (including leaving a frame in place); a group of size 1 maps to itself.
+
+def identity_swap(rng: jax.Array, identity_ids: jnp.ndarray, clip_ids: jnp.ndarray) -> jnp.ndarray:
+  """A permutation of N frames that moves identity prompts between frames of one identity.
+
+  Frames are sorted by (identity, clip in a random order, frame in a random order). Within the
+  run of one identity, positions shift cyclically by the size of the frame's clip block: with the
+  C >= 2 clips of an identity holding T frames each, the j-th (random) frame of one clip takes
+  the prompt of the j-th (random) frame of the next clip in the random cycle, so every partner is
+  in another clip. An identity with one clip in the group shifts by one within it (a random
+  derangement of its frames); an identity with one frame keeps it.
 
   Args:
     rng: a JAX PRNG key.
-    tokens: [N, ...] tokens (e.g. identity prompts of N frames, [N, D]).
-    group_ids: [N] integer identity of each row.
+    identity_ids: [N] integer identity of each frame.
+    clip_ids: [N] integer clip of each frame (frames of one clip share an identity).
 
   Returns:
-    (shuffled, permutation): shuffled = tokens[permutation], permutation [N] int32.
+    permutation [N] int32: frame i gets the identity prompt of frame permutation[i];
+    identity_ids[permutation] == identity_ids.
 
   Raises:
-    ValueError: if `group_ids` is not a 1-D integer array of length N.
+    ValueError: if the ids are not 1-D integer arrays of the same length.
   """
-  if group_ids.ndim != 1 or tokens.ndim < 1 or tokens.shape[0] != group_ids.shape[0]:
-    raise ValueError(
-        f"group_ids shape {group_ids.shape} must be [N] with N = tokens.shape[0] "
-        f"(tokens shape {tokens.shape})")
-  if not jnp.issubdtype(group_ids.dtype, jnp.integer):
-    raise ValueError(f"group_ids must be integers, got dtype {group_ids.dtype}")
-  n = group_ids.shape[0]
-  random_keys = jax.random.permutation(rng, n)
-  in_index_order = jnp.argsort(group_ids, stable=True)
-  in_random_order = jnp.lexsort((random_keys, group_ids))
-  permutation = jnp.zeros(n, jnp.int32).at[in_index_order].set(
-      in_random_order.astype(jnp.int32))
-  return tokens[permutation], permutation
+  n = identity_ids.shape[0]
+  for name, ids in (("identity_ids", identity_ids), ("clip_ids", clip_ids)):
+    if ids.shape != (n,) or not jnp.issubdtype(ids.dtype, jnp.integer):
+      raise ValueError(f"{name} must be integers [N={n}], got {ids.dtype} {ids.shape}")
+  k_clip, k_frame = jax.random.split(rng)
+  clip_key = jax.vmap(lambda c: jax.random.uniform(jax.random.fold_in(k_clip, c)))(clip_ids)
+  order = jnp.lexsort((jax.random.uniform(k_frame, (n,)), clip_ids, clip_key, identity_ids))
+  ident, clip = identity_ids[order], clip_ids[order]
+  position = jnp.arange(n)
+  new_identity = jnp.concatenate([jnp.ones(1, bool), ident[1:] != ident[:-1]])
+  new_clip = new_identity | jnp.concatenate([jnp.ones(1, bool), clip[1:] != clip[:-1]])
+  start = _run_starts(new_identity)
+  size = jnp.zeros(n, jnp.int32).at[start].add(1)[start]
+  clip_start = _run_starts(new_clip)
+  clip_size = jnp.zeros(n, jnp.int32).at[clip_start].add(1)[clip_start]
+  shift = jnp.where(size > clip_size, clip_size, jnp.minimum(size - 1, 1))
+  target = start + (position - start + shift) % size
+  return jnp.zeros(n, jnp.int32).at[order].set(order[target].astype(jnp.int32))

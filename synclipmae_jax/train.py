@@ -48,7 +48,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
           train_paths, global_batch_size=b, window_frames=config.data.window_frames,
           seed=config.seed, process_index=jax.process_index(),
           process_count=jax.process_count(), horizontal_flip=config.data.horizontal_flip,
-          audio_context_frames=config.model.audio.input_context_frames),
+          audio_context_frames=config.model.audio.input_context_frames,
+          clips_per_identity=config.data.clips_per_identity),
       worker_count=config.data.worker_count, worker_buffer_size=config.data.worker_buffer_size)
 
   # ---------------------------------------------------------------- model, sharding & steps

@@ -6,6 +6,8 @@ import json
 import os
 
 import grain
+import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from data_pipelines import grain_pipeline as gp
 from data_pipelines import schema
 from data_pipelines import synthetic_dataset as sd
+from synclipmae_jax import objective
 
 T = 5
 DATASET = dict(num_train_clips=8, num_eval_clips=3, num_identities=4, num_eval_identities=2,
@@ -230,3 +233,34 @@ def test_window_longer_than_clip_raises(dataset):
                                                     window_frames=11, seed=0))
   with pytest.raises(ValueError, match=r"clip \d+ has 10 frames"):
     next(it)
+
+
+def test_identity_aware_batches_swap_across_clips(dataset, tmp_path):
+  """Runs of K = 2 clips of one identity (different clips: each identity has two here); the
+  objective's identity shuffle on such batches takes at least half its partners from another clip
+  (with a global shuffle, almost none); the iterator state round-trips through a checkpoint."""
+  _, paths = dataset
+  ds = gp.make_train_dataset(paths["train"], global_batch_size=4, window_frames=T, seed=6,
+                             clips_per_identity=2)
+  it = gp.make_train_iterator(ds)
+  batches = _batches(it, 6)  # 24 clips: three epochs of the 8 training clips
+  fractions = []
+  for step, batch in enumerate(batches):
+    ids, clips = batch["identity_id"], batch["clip_id"]
+    assert (ids[0::2] == ids[1::2]).all() and (clips[0::2] != clips[1::2]).all()
+    perm = objective.identity_permutation(jax.random.key(step), jnp.asarray(ids), T, 4)
+    fractions.append(float(objective.cross_clip_fraction(perm, T)))
+  assert np.mean(fractions) >= 0.5, fractions
+  epoch = np.concatenate([b["clip_id"] for b in batches[:2]])
+  assert sorted(epoch.tolist()) == sorted(set(epoch.tolist()))  # each clip once per epoch
+  assert [b["clip_id"].tolist() for b in batches[:2]] != [b["clip_id"].tolist() for b in batches[2:4]]
+  with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
+    manager.save(6, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+    manager.wait_until_finished()
+    expected = _batches(it, 3)
+    fresh = gp.make_train_iterator(ds)
+    manager.restore(6, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(fresh)))
+  _assert_same(_batches(fresh, 3), expected)
+  with pytest.raises(ValueError, match="clips_per_identity=3"):
+    gp.make_train_dataset(paths["train"], global_batch_size=4, window_frames=T, seed=6,
+                          clips_per_identity=3)

@@ -1,4 +1,5 @@
-"""Tests of identity-consistent prompt shuffling."""
+"""Tests of identity-consistent prompt shuffling: swaps stay within an identity, cross clips
+wherever the identity has several, and the permutation is a bijection."""
 
 from __future__ import annotations
 
@@ -7,78 +8,66 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from synclipmae_jax.prompt_shuffle import shuffle_within_groups
+from synclipmae_jax import objective
+from synclipmae_jax.prompt_shuffle import identity_swap
 
-_shuffle = jax.jit(shuffle_within_groups)
-
-
-@pytest.fixture(scope="module")
-def layout():
-  """12 frames of 4 identities, interleaved, with one singleton identity (7)."""
-  group_ids = np.array([3, 1, 3, 7, 1, 1, 3, 2, 2, 3, 1, 2], np.int32)
-  tokens = np.arange(12 * 4, dtype=np.float32).reshape(12, 4)
-  return tokens, group_ids
+_swap = jax.jit(identity_swap)
 
 
-@pytest.fixture(scope="module")
-def many_permutations(layout):
-  tokens, group_ids = layout
-  keys = jax.random.split(jax.random.key(0), 300)
-  shuffled, perms = jax.jit(jax.vmap(shuffle_within_groups, in_axes=(0, None, None)))(
-      keys, tokens, group_ids)
-  return np.asarray(shuffled), np.asarray(perms)
+def _frames(identities_of_clips, frames_per_clip):
+  """Frame-level (identity ids, clip ids) of clips laid out one after another."""
+  identities = np.repeat(np.asarray(identities_of_clips, np.int32), frames_per_clip)
+  clips = np.repeat(np.arange(len(identities_of_clips), dtype=np.int32), frames_per_clip)
+  return identities, clips
 
 
-def test_permutation_stays_within_random_group_layouts():
+def test_swaps_stay_within_an_identity_and_cross_clips():
   rng = np.random.default_rng(0)
   for seed in range(20):
-    n = int(rng.integers(1, 40))
-    group_ids = rng.integers(-3, 5, size=n).astype(np.int32)
-    tokens = rng.normal(size=(n, 3)).astype(np.float32)
-    shuffled, perm = _shuffle(jax.random.key(seed), tokens, group_ids)
-    perm = np.asarray(perm)
-    assert sorted(perm.tolist()) == list(range(n))
-    np.testing.assert_array_equal(group_ids[perm], group_ids)
-    np.testing.assert_array_equal(np.asarray(shuffled), tokens[perm])
+    t = int(rng.integers(1, 6))
+    identities, clips = _frames(rng.integers(-2, 4, size=int(rng.integers(1, 9))), t)
+    perm = np.asarray(_swap(jax.random.key(seed), identities, clips))
+    assert sorted(perm.tolist()) == list(range(len(perm)))  # a permutation
+    np.testing.assert_array_equal(identities[perm], identities)
+    for i, j in enumerate(perm):
+      others = set(clips[identities == identities[i]]) - {clips[i]}
+      if others:  # another clip of the identity exists: the partner comes from one
+        assert clips[j] != clips[i], (seed, i)
+      elif np.sum(clips == clips[i]) > 1:  # a single clip: another frame of it
+        assert j != i
 
 
-def test_tokens_multiset_preserved(layout, many_permutations):
-  tokens, _ = layout
-  shuffled, _ = many_permutations
-  want = np.sort(tokens.ravel())
-  for s in shuffled[:20]:
-    np.testing.assert_array_equal(np.sort(s.ravel()), want)
+def test_partners_are_spread_over_clips_and_frames():
+  identities, clips = _frames([5, 5, 5, 9], 4)
+  perms = np.asarray(jax.vmap(_swap, in_axes=(0, None, None))(
+      jax.random.split(jax.random.key(0), 300), identities, clips))
+  # frame 0 (clip 0 of identity 5) takes its partner from clip 1 or 2, any of their 4 frames
+  freq = np.bincount(perms[:, 0], minlength=16)[4:12] / len(perms)
+  np.testing.assert_allclose(freq, 1 / 8, atol=0.06)
+  assert set(perms[:, 12]) == {13, 14, 15}  # the single clip of identity 9: the other frames
 
 
-def test_every_member_of_a_larger_group_sometimes_moves(layout, many_permutations):
-  _, group_ids = layout
-  _, perms = many_permutations
-  sizes = {g: int(np.sum(group_ids == g)) for g in np.unique(group_ids)}
-  moved = (perms != np.arange(len(group_ids))).any(axis=0)
-  for i, g in enumerate(group_ids):
-    assert moved[i] == (sizes[g] >= 2), (i, g)
+def test_single_frame_identity_keeps_its_prompt():
+  perm = np.asarray(_swap(jax.random.key(1), jnp.arange(6, dtype=jnp.int32), jnp.arange(6, dtype=jnp.int32)))
+  np.testing.assert_array_equal(perm, np.arange(6))
 
 
-def test_within_group_permutation_is_uniform(layout, many_permutations):
-  _, group_ids = layout
-  _, perms = many_permutations
-  members = np.flatnonzero(group_ids == 2)  # size 3: each target with probability 1/3
-  for i in members:
-    freq = np.mean(perms[:, i][:, None] == members[None, :], axis=0)
-    np.testing.assert_allclose(freq, 1.0 / 3.0, atol=0.1)
+def test_batch_permutation_and_cross_clip_metric():
+  """The objective's permutation over groups of a batch: offsets per group, metric = fraction."""
+  identity_ids = jnp.asarray([0, 0, 1, 1, 2, 3, 4, 4], jnp.int32)  # 2 groups of 4 clips
+  t = 3
+  perm = np.asarray(objective.identity_permutation(jax.random.key(0), identity_ids, t, 4))
+  frame_identity = np.repeat(np.asarray(identity_ids), t)
+  np.testing.assert_array_equal(frame_identity[perm], frame_identity)
+  assert (perm[:12] < 12).all() and (perm[12:] >= 12).all()  # never across groups
+  clip = np.arange(24) // t
+  expected = np.mean(clip[perm] != clip)
+  assert expected == pytest.approx(18 / 24)  # identities 0, 1, 4 have two clips; 2 and 3 one
+  assert float(objective.cross_clip_fraction(jnp.asarray(perm), t)) == pytest.approx(expected)
 
 
-def test_singleton_group_stays_fixed():
-  group_ids = jnp.arange(6, dtype=jnp.int32)
-  tokens = jnp.ones((6, 2)) * jnp.arange(6)[:, None]
-  shuffled, perm = _shuffle(jax.random.key(1), tokens, group_ids)
-  np.testing.assert_array_equal(np.asarray(perm), np.arange(6))
-  np.testing.assert_array_equal(np.asarray(shuffled), np.asarray(tokens))
-
-
-def test_rejects_bad_group_ids():
-  tokens = jnp.zeros((4, 2))
-  with pytest.raises(ValueError, match="group_ids shape"):
-    shuffle_within_groups(jax.random.key(0), tokens, jnp.zeros(3, jnp.int32))
-  with pytest.raises(ValueError, match="integers"):
-    shuffle_within_groups(jax.random.key(0), tokens, jnp.zeros(4, jnp.float32))
+def test_rejects_bad_ids():
+  with pytest.raises(ValueError, match="clip_ids"):
+    identity_swap(jax.random.key(0), jnp.zeros(4, jnp.int32), jnp.zeros(3, jnp.int32))
+  with pytest.raises(ValueError, match="identity_ids"):
+    identity_swap(jax.random.key(0), jnp.zeros(4, jnp.float32), jnp.zeros(4, jnp.int32))
