@@ -47,10 +47,32 @@ def test_run_names_are_unique_short_and_directory_safe():
   assert clash == ["00-data.width=2+decoder.width=1"]
 
 
+# A 6-run sweep of the demo config: the machinery's test subject (product and zip).
+MASKING_BY_SCHEDULE = """from configs import demo
+get_config = demo.get_config
+def get_hyper(hyper):
+  return hyper.product([
+      hyper.sweep("masking.mode", ["two_bypass", "uniform_only", "face_only"]),
+      hyper.zipit([hyper.sweep("optim.learning_rate", [1e-3, 3e-4]),
+                   hyper.sweep("optim.warmup_steps", [100, 50])]),
+  ])
+"""
+
+
 @pytest.fixture(scope="module")
 def demo_index(tmp_path_factory):
-  root = str(tmp_path_factory.mktemp("sweep"))
-  return root, expand.expand(f"{DEMO}:tiny", root, ["--config.num_train_steps=2"])
+  root = tmp_path_factory.mktemp("sweep")
+  config = root / "masking_by_schedule.py"
+  config.write_text(MASKING_BY_SCHEDULE)
+  return str(root), expand.expand(f"{config}:tiny", str(root), ["--config.num_train_steps=2"])
+
+
+def test_demo_ablation_sweep_is_the_papers_ablations(tmp_path):
+  index = expand.expand(DEMO, str(tmp_path))
+  assert [r["overrides"] for r in index["runs"]] == [
+      {"seed": 0}, {"seed": 1}, {"masking.mode": "uniform_only"}, {"masking.mode": "face_only"},
+      {"masking.photometric": False}, {"model.decoder.cross_attention": False},
+      {"loss.weights.decorrelation": 0.0}, {"loss.identity_shuffle": False}]
 
 
 def test_demo_sweep_expands_into_named_runs_with_their_own_workdirs(demo_index):

@@ -113,10 +113,12 @@ def test_alignment_modes_match_the_same_operation_around_pytorch(tiny):
   extractor = transformers.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False)
   normalise = lambda w: extractor(list(w), sampling_rate=16000, return_tensors="pt").input_values
 
-  index, weights = audio_encoder.antialiased_resample_weights(
-      x.shape[1], wav2vec2.num_samples_for_tokens(config, num_frames))
+  # "resample": the fixed ratio J / 640, normalised, then the receptive field's overhang as zeros.
+  jump, left, right = audio_encoder.resample_geometry(config)
+  index, weights = audio_encoder.antialiased_resample_weights(x.shape[1], jump * num_frames)
   resampled = (torch.from_numpy(x)[:, index] * torch.from_numpy(weights)).sum(-1).numpy()
-  expected = {"resample": reference_states(model, config, normalise(resampled).numpy())}
+  padded = np.pad(normalise(resampled).numpy(), ((0, 0), (left, right)))
+  expected = {"resample": reference_states(model, config, padded)}
   hook = model.feature_extractor.register_forward_hook(
       lambda module, inputs, output: torch.nn.functional.interpolate(
           output, size=num_frames, mode="linear", align_corners=False))
