@@ -99,7 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.norm_pix = False
   c.loss.identity_shuffle = True
   c.loss.weights = ml_collections.ConfigDict(dict(
-      recon_video=1.0, recon_audio=1.0, contrastive=1.0, decorrelation=1.0))
+      recon_video=1.0, recon_audio=1.0, contrastive=1.0, decorrelation=0.1))
   c.loss.contrastive = ml_collections.ConfigDict(dict(
       temperature=0.07, neighbor_delta=0, similarity_threshold=0.95,
       group_size=0))  # 0 = the per-device batch; threshold > 1 disables similarity positives
