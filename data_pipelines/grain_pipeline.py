@@ -149,7 +149,7 @@ def load_eval_clips(paths: list[str], max_clips: int | None = None) -> list[dict
     r = schema.parse(source[i])
     clips.append({
         "frames": schema.decode_frames(r),
-        "audio": r["audio"].astype(np.float32) / 32768.0,
+        "audio": r["audio"].astype(np.float32) / audio_windows.INT16_SCALE,
         "face_boxes": r["face_boxes"].copy(),
         "mouth_boxes": r["mouth_boxes"].copy(),
         "identity_id": r["identity_id"],

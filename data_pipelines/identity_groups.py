@@ -23,7 +23,8 @@ class IdentityGroupedRecords:
 
   Each epoch: every identity's records in a random order, padded to a multiple of K with randomly
   repeated records of the same identity (an identity with one clip gives runs of that clip), cut
-  into runs of K; the runs in a random order. Every epoch has the same length.
+  into runs of K; the runs in a random order. Every epoch has the same length. A speaker with fewer
+  than K clips repeats one in its run: another random window of the same clip.
   """
 
   def __init__(self, source, identities: np.ndarray, clips_per_identity: int, seed: int):
@@ -42,7 +43,8 @@ class IdentityGroupedRecords:
 
   def order(self, epoch: int) -> np.ndarray:
     """Record indices of `epoch` [epoch_length], in runs of K of one identity."""
-    if self._cached[0] != epoch:
+    cached = self._cached  # one read: Grain's reader threads may replace it meanwhile
+    if cached[0] != epoch:
       rng = np.random.default_rng([self._seed, epoch])
       runs = []
       for members in self._members:
@@ -51,8 +53,9 @@ class IdentityGroupedRecords:
         shuffled = np.concatenate([shuffled, rng.choice(members, pad)])
         runs.extend(shuffled.reshape(-1, self._k))
       runs = np.stack(runs)
-      self._cached = (epoch, runs[rng.permutation(len(runs))].reshape(-1))
-    return self._cached[1]
+      cached = (epoch, runs[rng.permutation(len(runs))].reshape(-1))
+      self._cached = cached
+    return cached[1]
 
   def __getitem__(self, index: int):
     epoch, position = divmod(int(index), self.epoch_length)

@@ -137,7 +137,7 @@ def parse(record: bytes) -> dict:
 
 def identity_of(record: bytes) -> int:
   """The `identity_id` of record bytes, read without unpacking the frames and audio."""
-  unpacker = msgpack.Unpacker(raw=False)
+  unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(record), 1))
   unpacker.feed(record)
   for _ in range(unpacker.read_map_header()):
     if unpacker.unpack() == "identity_id":

@@ -28,11 +28,17 @@ fi
 # libjemalloc2 is installed when we may (root with apt-get); elsewhere install it yourself (any
 # distribution's jemalloc, or tcmalloc via SYNCLIPMAE_MALLOC=/path/libtcmalloc_minimal.so.4).
 # SYNCLIPMAE_MALLOC=glibc keeps glibc's allocator.
+find_jemalloc() {  # never fails (this file is sourced under set -e): prints the path or nothing
+  { ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | awk '/libjemalloc\.so\.2 /{lib=$NF} END{print lib}' || true
+}
 if [ "${SYNCLIPMAE_MALLOC:-}" != "glibc" ]; then
-  malloc_lib="${SYNCLIPMAE_MALLOC:-$(ldconfig -p 2>/dev/null | awk '/libjemalloc\.so\.2 /{print $NF; exit}')}"
-  if [ -z "$malloc_lib" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  malloc_lib="${SYNCLIPMAE_MALLOC:-$(find_jemalloc)}"
+  # Install once per venv: a host without the package (offline, no apt) is not asked again.
+  if [ -z "$malloc_lib" ] && [ ! -f "$venv/.synclipmae-no-jemalloc" ] && [ "$(id -u)" = 0 ] \
+      && command -v apt-get >/dev/null; then
     { apt-get install -y -qq libjemalloc2 || { apt-get update -qq && apt-get install -y -qq libjemalloc2; }; } >/dev/null 2>&1 || true
-    malloc_lib="$(ldconfig -p 2>/dev/null | awk '/libjemalloc\.so\.2 /{print $NF; exit}')"
+    malloc_lib="$(find_jemalloc)"
+    [ -n "$malloc_lib" ] || touch "$venv/.synclipmae-no-jemalloc"
   fi
   if [ -n "$malloc_lib" ] && [ -f "$malloc_lib" ]; then
     case ":${LD_PRELOAD:-}:" in *":$malloc_lib:"*) ;; *) export LD_PRELOAD="$malloc_lib${LD_PRELOAD:+:$LD_PRELOAD}" ;; esac

@@ -57,6 +57,8 @@ def validate(c, *, num_devices: int, process_count: int = 1, training: bool = Tr
   one_of(m.audio.frontend, audio_encoder.FRONTENDS, "model.audio.frontend")
   one_of(m.audio.alignment, audio_encoder.ALIGNMENTS, "model.audio.alignment")
   one_of(m.audio.adapter, audio_adapter.ADAPTER_MODES, "model.audio.adapter")
+  check(m.audio.input_context_frames >= 0,
+        f"model.audio.input_context_frames={m.audio.input_context_frames} must be >= 0")
   for kind, path in m.init.items():
     errors.extend(f"model.init.{kind}: {problem}" for problem in
                   (checkpoint_files.missing_files(kind, path) if path else []))
@@ -97,9 +99,11 @@ def validate(c, *, num_devices: int, process_count: int = 1, training: bool = Tr
           f"loss.contrastive.group_size={g}: the {b} clips must split into groups that each sit on one batch shard "
           f"(number of groups a multiple of data*fsdp={shards})")
     k = c.data.clips_per_identity
-    check(k >= 0 and (k == 0 or (g % k == 0 and (b // process_count) % k == 0)),
-          f"data.clips_per_identity={k} must be >= 0 and divide the contrastive group ({g} clips) and "
-          f"each process's batch ({b // process_count} clips)")
+    # Runs of k clips of one speaker must not straddle processes; a run across two contrastive
+    # groups (groups smaller than k, e.g. one clip per device) only loses its cross-clip swaps.
+    check(k >= 0 and (k == 0 or (b // process_count) % k == 0),
+          f"data.clips_per_identity={k} must be >= 0 and divide each process's batch "
+          f"({b // process_count} clips)")
   except ValueError as e:
     errors.append(str(e))
   if c.data.source == "synthetic":

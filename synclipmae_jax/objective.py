@@ -86,7 +86,9 @@ def identity_permutation(rng, identity_ids, frames_per_clip: int, group_size: in
 
 
 def cross_clip_fraction(permutation, frames_per_clip: int):
-  """The fraction of frames whose identity prompt comes from another clip (a training metric)."""
+  """The fraction of frames whose identity prompt comes from another batch entry: another clip, or
+  for a speaker with fewer clips than `data.clips_per_identity` another window of the same clip
+  (a training metric)."""
   clip = jnp.arange(permutation.shape[0]) // frames_per_clip
   return jnp.mean((clip[permutation] != clip).astype(jnp.float32))
 

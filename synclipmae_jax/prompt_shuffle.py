@@ -26,7 +26,8 @@ def identity_swap(rng: jax.Array, identity_ids: jnp.ndarray, clip_ids: jnp.ndarr
   run of one identity, positions shift cyclically by the size of the frame's clip block: with the
   C >= 2 clips of an identity holding T frames each, the j-th (random) frame of one clip takes
   the prompt of the j-th (random) frame of the next clip in the random cycle, so every partner is
-  in another clip. An identity with one clip in the group shifts by one within it (a random
+  in another clip (clips of unequal sizes still get a permutation, but then not every partner is
+  in another clip). An identity with one clip in the group shifts by one within it (a random
   derangement of its frames); an identity with one frame keeps it.
 
   Args:
@@ -56,6 +57,7 @@ def identity_swap(rng: jax.Array, identity_ids: jnp.ndarray, clip_ids: jnp.ndarr
   size = jnp.zeros(n, jnp.int32).at[start].add(1)[start]
   clip_start = _run_starts(new_clip)
   clip_size = jnp.zeros(n, jnp.int32).at[clip_start].add(1)[clip_start]
-  shift = jnp.where(size > clip_size, clip_size, jnp.minimum(size - 1, 1))
+  first_clip = clip_size[start]  # one shift per identity: a cyclic shift is a bijection
+  shift = jnp.where(size > first_clip, first_clip, jnp.minimum(size - 1, 1))
   target = start + (position - start + shift) % size
   return jnp.zeros(n, jnp.int32).at[order].set(order[target].astype(jnp.int32))

@@ -46,7 +46,8 @@ def _window_frames(waveform: torch.Tensor, num_frames: int, context: int) -> int
 
 
 class MelFrontEnd(nn.Module):
-  """Log-mel features per video frame: [B, 640 T] -> [B, T, 1, 4 (2 context_frames + 1) n_mels]."""
+  """Log-mel features per video frame: [B, 640 (T + 2 input_context_frames)] -> [B, T, 1,
+  4 (2 context_frames + 1) n_mels]."""
 
   def __init__(self, n_mels: int, context_frames: int, normalize_waveform: bool,
                input_context_frames: int = 0):

@@ -22,7 +22,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 FORMAT = "synclipmae-pytorch"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: audio tokens in training windows with context (window_frames, input_context_frames)
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 README_FILE = "README.md"

@@ -6,7 +6,8 @@ highest face-preserving weight, `config.evals.sync.view`), and audio tokens from
 adapter in the training window's frames, each read with its audio context
 (`data_pipelines.audio_windows`, as the evaluator and the training pipeline do). Inputs are what `data_pipelines` prepares: frames uint8
 [T, H, W, 3] at the model's image size, face and mouth boxes float32 [T, 4] ((x0, y0, x1, y1) in
-[0, 1]), audio float32 [640 T] in [-1, 1] at 16 kHz (frame t <-> samples [640 t, 640 (t + 1))).
+[0, 1]), audio float32 [640 T] in [-1, 1] at 16 kHz (frame t <-> samples [640 t, 640 (t + 1))), at
+least the training window's frames (`window_frames` in the export's config.json).
 """
 
 from __future__ import annotations

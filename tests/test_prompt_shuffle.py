@@ -37,6 +37,15 @@ def test_swaps_stay_within_an_identity_and_cross_clips():
         assert j != i
 
 
+def test_clips_of_unequal_sizes_still_give_a_permutation():
+  identities = np.asarray([1, 1, 1, 1, 1, 2, 2], np.int32)
+  clips = np.asarray([0, 0, 1, 1, 1, 2, 3], np.int32)
+  for seed in range(20):
+    perm = np.asarray(_swap(jax.random.key(seed), identities, clips))
+    assert sorted(perm.tolist()) == list(range(7))
+    np.testing.assert_array_equal(identities[perm], identities)
+
+
 def test_partners_are_spread_over_clips_and_frames():
   identities, clips = _frames([5, 5, 5, 9], 4)
   perms = np.asarray(jax.vmap(_swap, in_axes=(0, None, None))(
