@@ -27,8 +27,10 @@ def test_readme_pytorch_example_runs(tmp_path, monkeypatch, capsys):
   config = make_config("tiny-mel")
   export.export(config, random_params(config, seed=0), str(tmp_path / "demo-torch"))
   batch = train_state.random_batch(config, seed=0)
+  t, context = config.data.window_frames, config.model.audio.input_context_frames
+  audio = batch["audio"][0][640 * context:640 * (context + t)]  # the clip's own frames, [640 T]
   np.savez(tmp_path / "clip.npz", frames=batch["frames"][0], face_boxes=batch["face_boxes"][0],
-           mouth_boxes=batch["mouth_boxes"][0], audio=batch["audio"][0])
+           mouth_boxes=batch["mouth_boxes"][0], audio=audio)
   monkeypatch.chdir(tmp_path)
   exec(compile(code, str(README), "exec"), {})  # pylint: disable=exec-used
   assert capsys.readouterr().out.strip() == "torch.Size([4, 32]) torch.Size([4, 32])"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import transformers
 
-from synclipmae_jax.models import audio_encoder
+from synclipmae_jax.models import audio_encoder, wav2vec2
 from synclipmae_jax.weights import param_tree, wav2vec2_checkpoint
 from wav2vec2_tiny import TINY, VARIANTS, tiny_config
 from torch_peers import random_eval_model
