@@ -14,9 +14,20 @@ import hashlib
 import json
 import os
 
-from data_pipelines import synthetic_dataset
+from data_pipelines import grain_pipeline, synthetic_dataset
 
 DATA_SOURCES = ("synthetic", "array_record")
+
+
+def train_dataset(config, paths: list[str], *, process_index: int = 0, process_count: int = 1):
+  """The Grain training dataset of `config` over shards `paths` for one process (train.py and the
+  tests that replay its batches build it here, so both read the same windows)."""
+  return grain_pipeline.make_train_dataset(
+      paths, global_batch_size=config.data.global_batch_size,
+      window_frames=config.data.window_frames, seed=config.seed, process_index=process_index,
+      process_count=process_count, horizontal_flip=config.data.horizontal_flip,
+      audio_context_frames=config.model.audio.input_context_frames,
+      clips_per_identity=config.data.clips_per_identity)
 
 
 def dataset_paths(config) -> tuple[list[str], list[str]]:

@@ -44,12 +44,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   # ---------------------------------------------------------------- input
   train_paths, eval_paths = input_pipeline.dataset_paths(config)
   train_iter = grain_pipeline.make_train_iterator(
-      grain_pipeline.make_train_dataset(
-          train_paths, global_batch_size=b, window_frames=config.data.window_frames,
-          seed=config.seed, process_index=jax.process_index(),
-          process_count=jax.process_count(), horizontal_flip=config.data.horizontal_flip,
-          audio_context_frames=config.model.audio.input_context_frames,
-          clips_per_identity=config.data.clips_per_identity),
+      input_pipeline.train_dataset(config, train_paths, process_index=jax.process_index(),
+                                   process_count=jax.process_count()),
       worker_count=config.data.worker_count, worker_buffer_size=config.data.worker_buffer_size)
 
   # ---------------------------------------------------------------- model, sharding & steps

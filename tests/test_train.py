@@ -194,10 +194,7 @@ def per_step_reference(config, steps):
   mesh = sharding.make_mesh(config.mesh)
   exp = experiment.build(config, mesh)
   train_paths, _ = input_pipeline.dataset_paths(config)
-  batches = grain_pipeline.make_train_iterator(grain_pipeline.make_train_dataset(
-      train_paths, global_batch_size=config.data.global_batch_size,
-      window_frames=config.data.window_frames, seed=config.seed,
-      horizontal_flip=config.data.horizontal_flip))
+  batches = grain_pipeline.make_train_iterator(input_pipeline.train_dataset(config, train_paths))
   history = []
   with exp.scope():
     state = exp.init(jax.random.PRNGKey(config.seed))
