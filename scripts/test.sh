@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The tests: set up (idempotent, with the PyTorch bridge extra for the parity tests and the
-# data extra for video preparation), then the fast suite and the slow end-to-end tests.  bash scripts/test.sh [pytest args]
+# data extra for video preparation), then the fast suite with the slow end-to-end tests, then
+# the TPU AOT test.  bash scripts/test.sh [pytest args]
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 pytest_args=("$@")
@@ -8,10 +9,10 @@ set -- bridge data  # the extras setup_env.sh installs
 . "$repo/scripts/setup_env.sh"
 cd "$repo"
 export TF_CPP_MIN_LOG_LEVEL=3
-# --dist loadfile: a test file's module-scoped fixtures (compiled models, prepared videos)
-# are built once, on one worker.
-python -m pytest -q -n 2 --dist loadfile "${pytest_args[@]}"
-python -m pytest -q -m slow "${pytest_args[@]}"
+# The fast suite and the slow end-to-end tests in one call (-m overrides pyproject's
+# "not slow"), so that both cores stay busy to the end; --dist loadfile: a test file's
+# module-scoped fixtures (compiled models, prepared videos) are built once, on one worker.
+python -m pytest -q -n 2 --dist loadfile -m "not tpu" --durations=15 "${pytest_args[@]}"
 # Pod compilation (tools/aot.py against TPU topologies): libtpu lives in its own venv, since
 # with libtpu installed every `import jax` probes for a TPU first.
 SYNCLIPMAE_VENV="$repo/.venv-tpu" bash "$repo/scripts/setup_env.sh" tpu

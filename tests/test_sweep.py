@@ -126,7 +126,8 @@ def test_index_collects_metrics_and_prints_a_table(demo_index, tmp_path):
       json.dump({"step": 4, "loss/total": 1.5 + i, "sync/acc_k1": 10.0 * i, "perf/clips_per_sec": 3.0}, f)
     run["status"] = "done"
   index_lib.write_index(index, str(tmp_path))
-  table = index_lib.format_table(index_lib.collect_metrics(index_lib.read_index(str(tmp_path))))
+  collected = index_lib.collect_metrics(index_lib.read_index(str(tmp_path)))
+  table = index_lib.format_table(collected)
   lines = table.splitlines()
   assert lines[0].split() == ["run", "mode", "learning_rate", "warmup_steps", "status", "step",
                               "loss/total", "sync/acc_k1"]
@@ -134,6 +135,11 @@ def test_index_collects_metrics_and_prints_a_table(demo_index, tmp_path):
   assert lines[3].split()[-3:] == ["4", "2.5", "10"]
   assert lines[4].split()[-4:] == ["pending", "-", "-", "-"]
   assert "perf/" not in table
+  markdown = index_lib.format_table(collected, markdown=True).splitlines()
+  assert markdown[0] == "| run | mode | learning_rate | warmup_steps | status | step | loss/total | sync/acc_k1 |"
+  assert markdown[1] == "| --- " * 8 + "|"
+  assert markdown[2] == "| " + " | ".join(lines[2].split()) + " |"
+  assert markdown[4].endswith("| pending | - | - | - |")
 
 
 def test_local_runner_runs_each_run_and_records_failures(demo_index, tmp_path, monkeypatch):

@@ -38,8 +38,11 @@ def collect_metrics(index: dict) -> dict:
   return index
 
 
-def format_table(index: dict, metrics: str = DEFAULT_METRICS) -> str:
-  """Run name | each swept field | status | the metrics whose names start with a prefix."""
+def format_table(index: dict, metrics: str = DEFAULT_METRICS, markdown: bool = False) -> str:
+  """Run name | each swept field | status | the metrics whose names start with a prefix.
+
+  Aligned plain text, or a markdown table (`markdown=True`, for README and results notes).
+  """
   prefixes = [p for p in metrics.split(",") if p]
   fields = sorted({k for r in index["runs"] for k in r["overrides"]})
   short = expand.name_keys(fields)
@@ -55,6 +58,9 @@ def format_table(index: dict, metrics: str = DEFAULT_METRICS) -> str:
       v = r["metrics"].get(m)
       row.append("-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)))
     rows.append(row)
+  if markdown:
+    return "\n".join("| " + " | ".join(str(x) for x in row) + " |"
+                     for row in [header, ["---"] * len(header)] + rows)
   widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
 
   def fmt(row):

@@ -8,7 +8,7 @@ r"""Running a sweep: each run trained locally or on a Cloud TPU pod, the index k
 another, each as its own `python -m synclipmae_jax.main` process (`local`), or hands each
 to the pod launcher (`tpu`: launch/tpu_pod.sh train --wait, then fetch of worker 0's
 metrics.json; pod options in --launcher_args). Flags after `--` apply to every run.
---print shows the index as a table.
+--print shows the index as a table (--markdown: as a markdown table).
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ def main(argv, flags_) -> None:
               launcher_args=shlex.split(flags_.launcher_args), dry_run=flags_.dry_run,
               rerun=flags_.rerun)
   if flags_.print:
-    print(index_lib.format_table(index_lib.collect_metrics(index), flags_.metrics))
+    print(index_lib.format_table(index_lib.collect_metrics(index), flags_.metrics,
+                                 markdown=flags_.markdown))
 
 
 def run() -> None:
@@ -102,6 +103,7 @@ def run() -> None:
   flags.DEFINE_bool("dry_run", False, "Print the commands instead of running them.")
   flags.DEFINE_bool("rerun", False, "Also train runs that the index marks done.")
   flags.DEFINE_bool("print", False, "Print the index as a table.")
+  flags.DEFINE_bool("markdown", False, "With --print: a markdown table.")
   flags.DEFINE_string("metrics", index_lib.DEFAULT_METRICS, "Comma-separated metric names or prefixes to show.")
   flags.mark_flags_as_required(["sweep_root"])
   app.run(lambda argv: main(argv, flags.FLAGS))
