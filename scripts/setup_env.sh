@@ -17,6 +17,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   python -m pip install -q -r "$repo/requirements.txt"
   for extra in "$@"; do
     python -m pip install -q -r "$repo/requirements-$extra.txt"
+    # Packages whose declared dependencies we do not want (test peers): requirements-X-nodeps.txt.
+    if [ -f "$repo/requirements-$extra-nodeps.txt" ]; then
+      python -m pip install -q --no-deps -r "$repo/requirements-$extra-nodeps.txt"
+    fi
   done
   python -m pip install -q --no-deps -e "$repo"
   echo "$want" > "$stamp"

@@ -12,8 +12,9 @@ Two training-free evaluations on per-frame tokens (audio tokens vs vocal-motion 
   distractors and report the fraction ranked in the top k.
 
 Sign convention: a lag L > 0 means the video lags the audio, i.e. audio frame t matches
-video frame t + L. (SyncNet's printed offset uses the opposite sign: there, offset > 0
-means the audio leads the video.)
+video frame t + L: the audio leads. SyncNet's printed offset has the same sign (offset > 0: the
+audio leads the video; synclipmae_torch/syncnet.py, checked against its public code in
+tests/test_syncnet.py).
 """
 
 from __future__ import annotations
