@@ -92,6 +92,24 @@ def window_lag_estimates(dist: np.ndarray, window: int, max_lag: int) -> np.ndar
   return np.argmin(means, axis=0) - max_lag
 
 
+def lag_curve(audio: np.ndarray, video: np.ndarray, max_lag: int = 15) -> dict:
+  """One clip's whole-clip lag estimate: the distance-vs-lag curve and its minimum.
+
+  Args:
+    audio, video, max_lag: as for `lag_distance_matrix`.
+
+  Returns:
+    {"lags": [2 * max_lag + 1] ints -max_lag..max_lag, "distance": the cosine distance of each
+     lag averaged over all frames, "estimate": the lag of minimum distance (frames; the most
+     negative on exact ties), "confidence": median minus minimum of the curve (SyncNet's LSE-C
+     arithmetic on our distances: 0 when no lag stands out)}.
+  """
+  curve = lag_distance_matrix(audio, video, max_lag).mean(axis=1)
+  best = int(np.argmin(curve))
+  return {"lags": list(range(-max_lag, max_lag + 1)), "distance": curve.tolist(),
+          "estimate": best - max_lag, "confidence": float(np.median(curve) - curve[best])}
+
+
 def lag_detection(
     audio_clips: Sequence[np.ndarray],
     video_clips: Sequence[np.ndarray],

@@ -150,6 +150,11 @@ class Evaluator:
     return tokens[window, offset]
 
   def run(self, params, frozen) -> dict[str, float]:
+    return self.evaluate(params, frozen)[0]
+
+  def evaluate(self, params, frozen) -> tuple[dict[str, float], list[dict]]:
+    """The metrics, and per trial: its clip, true lag, per-K accuracy and offset, and the
+    whole-clip distance-vs-lag curve with its estimate and confidence (`sync_metrics.lag_curve`)."""
     s = self.c.max_lag
     prompts = [self.prompt_tokens(params, clip, 0, len(clip["frames"])) for clip in self.clips]
     video = [p[:, 1] for p in prompts]
@@ -166,6 +171,13 @@ class Evaluator:
     for k, r in results.items():
       metrics[f"sync/acc_k{k}"] = 100.0 * float(r["acc"])
       metrics[f"sync/offset_k{k}"] = float(r["offset"])
+    trials = []
+    for j, ((i, lag), audio, video_tokens) in enumerate(zip(self.trials, audio_trials, video_trials)):
+      trial = {"clip": i, "true_lag": lag, **sync_metrics.lag_curve(audio, video_tokens, s)}
+      for k, r in results.items():
+        trial[f"acc_k{k}"] = 100.0 * r["acc_per_video"][j]
+        trial[f"offset_k{k}"] = r["offset_per_video"][j]
+      trials.append(trial)
     audio_aligned = [self.audio_tokens(params, frozen, clip, 0, len(clip["frames"]))
                      for clip in self.clips]
     rp = sync_metrics.r_precision(np.concatenate(audio_aligned), np.concatenate(video),
@@ -173,7 +185,7 @@ class Evaluator:
     for k, v in rp.items():
       metrics[f"sync/rprec@{k}"] = 100.0 * float(v)
     metrics.update(factor_correlations(np.concatenate(prompts)))
-    return metrics
+    return metrics, trials
 
 
 def factor_correlations(prompts: np.ndarray) -> dict[str, float]:

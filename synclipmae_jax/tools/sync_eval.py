@@ -1,0 +1,212 @@
+r"""The sync suite on a trained workdir (paper 4.1 and 5): `synclipmae-sync-eval`.
+
+  synclipmae-sync-eval --workdir=workdirs/demo [--step=3000] [--out=DIR] \
+      [--eval_pattern='/data/shards/eval-*.array_record'] [--option=num_clips=64 ...]
+
+Reads the checkpoint (`checkpointing.load`: the config it trained with and its parameters),
+runs the sync evaluator of `evaluators/sync.py` on held-out clips (the config's held-out data,
+or the shards of --eval_pattern, e.g. real videos prepared by `synclipmae-prepare`), with the
+config's `evals.sync` options changed by --option key=value, and writes to --out (default
+WORKDIR/sync_eval/STEP):
+
+- `sync_eval.json`: every figure (Acc and Offset per K, R-precision@k, factor correlations) and,
+  per trial, its clip, true lag, per-K accuracy and offset, and the whole-clip distance-vs-lag
+  curve with its estimate (frames and ms) and confidence;
+- `sync_eval.md`: the same as markdown tables;
+- `accuracy_vs_k.png` and `curves.png` (distance vs lag per trial, truth and estimate marked);
+- TensorBoard summaries (scalars and the two plots) at the checkpoint's step.
+
+Sign convention (README "Sync evaluation protocol"): a lag L > 0 means the video lags the audio.
+The evaluation is the training run's own evaluator: on the same checkpoint and held-out data
+it gives the figures the run logged at that step.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+
+from data_pipelines import schema
+from synclipmae_jax import checkpointing, config_defaults, input_pipeline
+from synclipmae_jax.evaluators import sync as sync_evaluator
+from synclipmae_jax.models import audio_encoder as audio_encoder_lib
+from synclipmae_jax.models import synclipmae
+
+REPORT_JSON = "sync_eval.json"
+REPORT_MD = "sync_eval.md"
+CURVES_PNG = "curves.png"
+ACCURACY_PNG = "accuracy_vs_k.png"
+MAX_CURVES = 16  # trials drawn in curves.png
+
+
+def parse_options(options: list[str]) -> dict:
+  """--option key=value pairs -> {key: value}, values parsed as JSON where they parse."""
+  out = {}
+  for option in options:
+    key, sep, value = option.partition("=")
+    if not sep or not key:
+      raise ValueError(f"--option {option!r} must be key=value")
+    try:
+      out[key] = json.loads(value)
+    except json.JSONDecodeError:
+      out[key] = value
+  return out
+
+
+def evaluate(workdir: str, *, step: int | None = None, eval_pattern: str = "",
+             options: dict | None = None) -> dict:
+  """The report of the sync suite on `workdir`'s checkpoint (see the module docstring)."""
+  config = checkpointing.read_config(workdir)  # options are checked before anything loads
+  entry = config.evals.get("sync")
+  if entry is None or entry.get("type") != "sync":  # a run trained without the sync evaluator
+    entry = config.evals.sync = config_defaults.sync_eval_config()
+  for key, value in (options or {}).items():
+    if key not in entry:
+      raise ValueError(f"unknown sync evaluator option {key!r} (known: {sorted(entry.keys())})")
+    try:
+      entry[key] = tuple(value) if isinstance(entry[key], tuple) else value
+    except TypeError as e:
+      raise ValueError(f"sync evaluator option {key}={value!r}: {e}") from e
+  if eval_pattern:
+    config.data.source = "array_record"
+    config.data.eval_pattern = eval_pattern
+  problems = sync_evaluator.validate(entry, config)
+  if problems:
+    raise ValueError("invalid sync evaluator options: " + "; ".join(problems))
+  if eval_pattern:
+    eval_paths = sorted(glob.glob(eval_pattern))
+    if not eval_paths:
+      raise ValueError(f"no shards match --eval_pattern={eval_pattern!r}")
+  else:
+    eval_paths = input_pipeline.dataset_paths(config)[1]
+  restored = checkpointing.load(workdir, step)
+  evaluator = sync_evaluator.Evaluator(entry, config, model=synclipmae.build(config.model),
+                                       audio_encoder=audio_encoder_lib.build(config.model.audio),
+                                       eval_paths=eval_paths)
+  metrics, trials = evaluator.evaluate(restored.params, restored.frozen)
+  ms_per_frame = 1000.0 / schema.FPS
+  for trial in trials:
+    trial["estimate_ms"] = trial["estimate"] * ms_per_frame
+    trial["true_lag_ms"] = trial["true_lag"] * ms_per_frame
+  return {"workdir": os.path.abspath(workdir), "step": restored.step, "eval_shards": eval_paths,
+          "options": entry.to_dict(), "metrics": metrics, "trials": trials,
+          "sign": "lag > 0: the video lags the audio (audio frame t matches video frame t + lag)"}
+
+
+def markdown(report: dict) -> str:
+  """The report's figures and trials as markdown tables."""
+  m = report["metrics"]
+  windows = sorted(int(k.removeprefix("sync/acc_k")) for k in m if k.startswith("sync/acc_k"))
+  ks = sorted(int(k.removeprefix("sync/rprec@")) for k in m if k.startswith("sync/rprec@"))
+  lines = [f"# Sync evaluation of {report['workdir']} at step {report['step']}", "",
+           f"{len(report['trials'])} trials on {len(report['eval_shards'])} held-out shard(s); "
+           f"{report['sign']}.", "",
+           "| K | Acc (%) | Offset (frames) |", "| ---: | ---: | ---: |"]
+  lines += [f"| {k} | {m[f'sync/acc_k{k}']:.1f} | {m[f'sync/offset_k{k}']:.2f} |" for k in windows]
+  lines += ["", "| R-precision@k | % |", "| ---: | ---: |"]
+  lines += [f"| {k} | {m[f'sync/rprec@{k}']:.1f} |" for k in ks]
+  factors = [k for k in sorted(m) if k.startswith("factors/")]
+  if factors:
+    lines += ["", "| held-out factor correlation | mean \\|corr\\| |", "| --- | ---: |"]
+    lines += [f"| {k.removeprefix('factors/corr_').replace('_', ' - ')} | {m[k]:.3f} |" for k in factors]
+  lines += ["", "| trial | clip | true lag (frames / ms) | estimate (frames / ms) | confidence | "
+            + " | ".join(f"Acc K={k} (%)" for k in windows) + " |",
+            "| ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in windows) + " |"]
+  for i, t in enumerate(report["trials"]):
+    lines.append(f"| {i} | {t['clip']} | {t['true_lag']} / {t['true_lag_ms']:.0f} | {t['estimate']} / "
+                 f"{t['estimate_ms']:.0f} | {t['confidence']:.4f} | "
+                 + " | ".join(f"{t[f'acc_k{k}']:.1f}" for k in windows) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def plots(report: dict) -> dict[str, "np.ndarray"]:
+  """{file name: RGB image [H, W, 3] uint8}: accuracy vs K, and distance-vs-lag curves."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  m, images = report["metrics"], {}
+  windows = sorted(int(k.removeprefix("sync/acc_k")) for k in m if k.startswith("sync/acc_k"))
+  fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+  ax.plot(windows, [m[f"sync/acc_k{k}"] for k in windows], "o-")
+  ax.set(xlabel="window K (frames)", ylabel="Acc (%)", ylim=(0, 100), xticks=windows,
+         title=f"lag detection, step {report['step']}")
+  images[ACCURACY_PNG] = _rgb(fig)
+  trials = report["trials"][:MAX_CURVES]
+  cols = min(4, len(trials))
+  rows = -(-len(trials) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.2 * rows), dpi=80, squeeze=False)
+  for ax, (i, t) in zip(axes.flat, enumerate(trials)):
+    ax.plot(t["lags"], t["distance"], lw=1)
+    ax.axvline(t["true_lag"], color="g", ls="--", lw=1, label="truth")
+    ax.plot([t["estimate"]], [min(t["distance"])], "rv", label="estimate")
+    ax.set_title(f"trial {i}: true {t['true_lag']:+d}, est. {t['estimate']:+d}", fontsize=8)
+    ax.tick_params(labelsize=6)
+  for ax in list(axes.flat)[len(trials):]:
+    ax.axis("off")
+  axes.flat[0].legend(fontsize=6)
+  fig.supxlabel("lag (frames; > 0: the video lags the audio)", fontsize=8)
+  fig.supylabel("mean cosine distance", fontsize=8)
+  images[CURVES_PNG] = _rgb(fig)
+  return images
+
+
+def _rgb(fig) -> "np.ndarray":
+  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig.tight_layout()
+  fig.canvas.draw()
+  image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+  plt.close(fig)
+  return image
+
+
+def write_report(report: dict, out_dir: str) -> dict[str, str]:
+  """Writes the JSON, the markdown, the PNGs and the TensorBoard summaries; returns the paths."""
+  from clu import metric_writers  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {"json": os.path.join(out_dir, REPORT_JSON), "markdown": os.path.join(out_dir, REPORT_MD)}
+  with open(paths["json"], "w") as f:
+    json.dump(report, f, indent=1)
+  with open(paths["markdown"], "w") as f:
+    f.write(markdown(report))
+  images = plots(report)
+  for name, image in images.items():
+    paths[name] = os.path.join(out_dir, name)
+    Image.fromarray(image).save(paths[name])
+  writer = metric_writers.create_default_writer(out_dir, asynchronous=False)
+  writer.write_scalars(report["step"], report["metrics"])
+  writer.write_images(report["step"], {name.removesuffix(".png"): image[None]
+                                       for name, image in images.items()})
+  writer.close()
+  return paths
+
+
+def main(flags_) -> None:
+  report = evaluate(flags_.workdir, step=flags_.step, eval_pattern=flags_.eval_pattern,
+                    options=parse_options(flags_.option))
+  out_dir = flags_.out or os.path.join(flags_.workdir, "sync_eval", str(report["step"]))
+  paths = write_report(report, out_dir)
+  print(markdown(report).split("\n| trial |")[0])
+  print("wrote " + ", ".join(paths.values()))
+
+
+def run() -> None:
+  """Command line (`python -m synclipmae_jax.tools.sync_eval`, console script `synclipmae-sync-eval`)."""
+  from absl import app, flags  # pylint: disable=import-outside-toplevel
+
+  flags.DEFINE_string("workdir", None, "A training run's workdir (config.json and checkpoints/).")
+  flags.DEFINE_integer("step", None, "The checkpoint to evaluate (default: the latest).")
+  flags.DEFINE_string("out", "", "Output folder (default: WORKDIR/sync_eval/STEP).")
+  flags.DEFINE_string("eval_pattern", "", "Held-out ArrayRecord shards to read instead of the "
+                      "config's (e.g. real videos prepared by synclipmae-prepare).")
+  flags.DEFINE_multi_string("option", [], "A sync evaluator option key=value (evals.sync), e.g. "
+                            "num_clips=64 or windows=[1,5,15].")
+  flags.mark_flags_as_required(["workdir"])
+  app.run(lambda argv: main(flags.FLAGS))
+
+
+if __name__ == "__main__":
+  run()
