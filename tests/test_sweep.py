@@ -71,8 +71,8 @@ def test_demo_ablation_sweep_is_the_papers_ablations(tmp_path):
   index = expand.expand(DEMO, str(tmp_path))
   assert [r["overrides"] for r in index["runs"]] == [
       {"seed": 0}, {"seed": 1}, {"masking.mode": "uniform_only"}, {"masking.mode": "face_only"},
-      {"masking.photometric": False}, {"model.decoder.cross_attention": False},
-      {"loss.weights.decorrelation": 0.0}, {"loss.identity_shuffle": False}]
+      {"loss.weights.decorrelation": 0.0}, {"masking.photometric": False},
+      {"model.decoder.cross_attention": False}, {"loss.identity_shuffle": False}]
 
 
 def test_demo_sweep_expands_into_named_runs_with_their_own_workdirs(demo_index):

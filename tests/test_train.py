@@ -1,38 +1,22 @@
-"""Training: sharded == single device, resume == uninterrupted, frozen encoder, NaN guard."""
+"""Training: sharded == single device, the frozen encoder, weight decay, config checks, the NaN
+guard's message. The slow end-to-end loop tests: test_train_resume.py, test_train_loop.py."""
 
-import json
 import os
-import signal
-import threading
-import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from configs import demo, pretrain
-from data_pipelines import grain_pipeline
-from synclipmae_jax import config_validation, experiment, input_pipeline, optimizer, progress
+from synclipmae_jax import config_validation, experiment, optimizer, progress
 from synclipmae_jax import sharding, train
 from synclipmae_jax import train_state
+from tests import tiny_training
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("synthetic"))
-
-
-def tiny_config(data_dir, **overrides):
-  c = demo.get_config("tiny")
-  c.data.directory = data_dir
-  for key, value in overrides.items():
-    node = c
-    *path, last = key.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = value
-  return c
 
 
 def run_steps(config, mesh, batches):
@@ -48,7 +32,7 @@ def run_steps(config, mesh, batches):
 
 def test_sharded_step_matches_single_device(data_dir):
   assert jax.device_count() == 8, "tests/conftest.py fakes 8 CPU devices"
-  config = tiny_config(data_dir, **{"loss.contrastive.group_size": 2})
+  config = tiny_training.tiny_config(data_dir, **{"loss.contrastive.group_size": 2})
   batches = [train_state.random_batch(config, s, clips_per_identity=2) for s in range(2)]
   single = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
   state1, hist1 = run_steps(config, single, batches)
@@ -66,7 +50,7 @@ def test_sharded_step_matches_single_device(data_dir):
 
 
 def test_sharded_parameters_are_split_over_fsdp_and_tensor(data_dir):
-  config = tiny_config(data_dir)
+  config = tiny_training.tiny_config(data_dir)
   config.mesh.update(data=2, fsdp=2, tensor=2)
   abstract = experiment.build(config, sharding.make_mesh(config.mesh)).abstract_state
   fc1 = abstract.params["encoder"]["blocks"]["layers_0"]["mlp"]["fc1"]["kernel"]
@@ -76,7 +60,7 @@ def test_sharded_parameters_are_split_over_fsdp_and_tensor(data_dir):
 
 
 def test_frozen_wav2vec2_gets_no_update_and_no_optimizer_state(data_dir):
-  config = tiny_config(data_dir, **{"model.audio.frontend": "wav2vec2"})
+  config = tiny_training.tiny_config(data_dir, **{"model.audio.frontend": "wav2vec2"})
   config.model.audio.wav2vec2.update(
       hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
       conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=8,
@@ -136,8 +120,8 @@ def test_weight_decay_of_every_pretrain_parameter():
 
 
 def test_invalid_config_is_reported_before_compiling(data_dir):
-  config = tiny_config(data_dir, **{"masking.mode": "random", "masking.mask_ratio": 1.5,
-                                    "data.global_batch_size": 6})
+  config = tiny_training.tiny_config(data_dir, **{"masking.mode": "random", "masking.mask_ratio": 1.5,
+                                                  "data.global_batch_size": 6})
   with pytest.raises(ValueError) as e:
     config_validation.validate(config, num_devices=8)
   for fragment in ("masking.mode='random'", "mask_ratio=1.5", "global_batch_size=6"):
@@ -148,96 +132,6 @@ def test_check_finite_names_step_and_term():
   progress.check_finite(3, {"loss/recon_video": 1.0, "grad_norm": 2.0, "learning_rate": float("nan")})
   with pytest.raises(progress.NonFiniteLossError, match="non-finite contrastive .* at step 7"):
     progress.check_finite(7, {"loss/recon_video": 1.0, "loss/contrastive": float("inf")})
-
-
-def _final_params(workdir):
-  ckpt = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), item_names=("state", "iter"))
-  step = ckpt.latest_step()
-  restored = ckpt.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  ckpt.close()
-  return step, restored.state["params"]
-
-
-@pytest.mark.slow
-def test_sigterm_then_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
-  config = tiny_config(data_dir, num_train_steps=8, checkpoint_every_steps=2, image_every_steps=8,
-                       log_every_steps=1, **{"evals.sync.every_steps": 8})
-  config.mesh.update(data=2, fsdp=2, tensor=2)
-  straight = str(tmp_path / "straight")
-  train.train_and_evaluate(config, straight)
-
-  interrupted = str(tmp_path / "interrupted")
-
-  def send_sigterm_after_first_checkpoint():
-    ckpt_dir = os.path.join(interrupted, "checkpoints")
-    while not (os.path.isdir(ckpt_dir) and any(d.isdigit() for d in os.listdir(ckpt_dir))):
-      time.sleep(0.05)
-    os.kill(os.getpid(), signal.SIGTERM)
-
-  threading.Thread(target=send_sigterm_after_first_checkpoint, daemon=True).start()
-  partial = train.train_and_evaluate(config, interrupted)
-  stopped_at, _ = _final_params(interrupted)
-  assert 2 <= stopped_at < 8, stopped_at
-  assert json.load(open(os.path.join(interrupted, "metrics.json")))["step"] == stopped_at
-  del partial
-  train.train_and_evaluate(config, interrupted)  # resumes from the checkpoint
-  step_a, params_a = _final_params(straight)
-  step_b, params_b = _final_params(interrupted)
-  assert step_a == step_b == 8
-  for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
-    np.testing.assert_array_equal(a, b)
-
-
-def per_step_reference(config, steps):
-  """What the loop computes, fetched after every step: the same batches (grain is
-  deterministic), the same initial state. Returns (final params, [metrics of each step])."""
-  mesh = sharding.make_mesh(config.mesh)
-  exp = experiment.build(config, mesh)
-  train_paths, _ = input_pipeline.dataset_paths(config)
-  batches = grain_pipeline.make_train_iterator(input_pipeline.train_dataset(config, train_paths))
-  history = []
-  with exp.scope():
-    state = exp.init(jax.random.PRNGKey(config.seed))
-    for _ in range(steps):
-      state, metrics = exp.train_step(state, sharding.global_batch(next(batches), mesh))
-      history.append(jax.device_get(metrics))
-  return jax.device_get(state.params), history
-
-
-@pytest.mark.slow
-def test_deferred_metrics_loop_logs_and_trains_what_a_per_step_loop_does(data_dir, tmp_path):
-  config = tiny_config(data_dir, num_train_steps=6, log_every_steps=3, checkpoint_every_steps=6,
-                       image_every_steps=6, **{"evals.sync.every_steps": 6})
-  config.mesh.update(data=2, fsdp=2, tensor=2)
-  workdir = str(tmp_path / "deferred")
-  train.train_and_evaluate(config, workdir)
-  params, history = per_step_reference(config, 6)
-  logged = json.load(open(os.path.join(workdir, "metrics.json")))
-  for name in history[0]:  # the last log line: the means of steps 4..6, summed in float64
-    assert logged[name] == sum(float(m[name]) for m in history[3:]) / 3, name
-  step, saved = _final_params(workdir)
-  assert step == 6
-  for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(params)):
-    np.testing.assert_array_equal(a, b)
-
-
-@pytest.mark.slow
-def test_non_finite_loss_stops_naming_its_step_without_checkpointing_it(data_dir, tmp_path):
-  # Metrics are fetched every 4 steps and before every checkpoint (every 2 steps).
-  config = tiny_config(data_dir, num_train_steps=8, checkpoint_every_steps=2, log_every_steps=4,
-                       image_every_steps=8, **{"evals.sync.every_steps": 8,
-                                               "optim.learning_rate": 1e30, "optim.warmup_steps": 2,
-                                               "optim.grad_clip_norm": 1e30})
-  _, history = per_step_reference(config, 8)
-  first_bad = next(i + 1 for i, m in enumerate(history) if not np.isfinite(m["loss/total"]))
-  workdir = str(tmp_path / "nan")
-  with pytest.raises(progress.NonFiniteLossError, match=rf"non-finite \w+ .* at step {first_bad};"):
-    train.train_and_evaluate(config, workdir)
-  saved = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
-  assert all(s <= first_bad - 1 for s in saved), (saved, first_bad)
-  if saved:
-    _, params = _final_params(workdir)
-    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
 def test_shipped_configs_validate():
