@@ -192,6 +192,9 @@ def embed(model: SyncNet, frames_bgr: np.ndarray, audio: np.ndarray, *, sample_r
     raise ValueError(f"SyncNet reads {SAMPLE_RATE} Hz audio; got {sample_rate} Hz (resample first)")
   if audio.ndim != 1:
     raise ValueError(f"audio must be mono [S], got {audio.shape}")
+  if not np.issubdtype(audio.dtype, np.integer):
+    raise ValueError(f"audio must hold int16 sample values as SyncNet reads them, got {audio.dtype} "
+                     "(e.g. np.round(audio * 32767).astype(np.int16) for float samples in [-1, 1])")
   length = min(len(frames_bgr), len(audio) // SAMPLES_PER_FRAME)
   num_windows = length - WINDOW_FRAMES
   if num_windows < 1:

@@ -138,5 +138,7 @@ def test_bad_inputs_are_named():
     syncnet.embed(model, frames, np.zeros(6400, np.int16), sample_rate=8000)
   with pytest.raises(ValueError, match=r"\[T, 224, 224, 3\]"):
     syncnet.embed(model, np.zeros((10, 112, 112, 3), np.uint8), np.zeros(6400, np.int16))
+  with pytest.raises(ValueError, match="int16 sample values"):
+    syncnet.embed(model, frames, np.zeros(6400, np.float32))
   with pytest.raises(ValueError, match="more than 5 frames"):
     syncnet.embed(model, frames, np.zeros(640 * 5, np.int16))
