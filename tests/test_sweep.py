@@ -123,23 +123,25 @@ def test_index_collects_metrics_and_prints_a_table(demo_index, tmp_path):
     run["workdir"] = str(tmp_path / run["name"])
     os.makedirs(run["workdir"])
     with open(os.path.join(run["workdir"], "metrics.json"), "w") as f:
-      json.dump({"step": 4, "loss/total": 1.5 + i, "sync/acc_k1": 10.0 * i, "perf/clips_per_sec": 3.0}, f)
+      json.dump({"step": 4, "loss/total": 1.5 + i, "sync/acc_k15": 1.0, "sync/acc_k1": 10.0 * i,
+                 "sync/acc_k5": 2.0, "perf/clips_per_sec": 3.0}, f)
     run["status"] = "done"
   index_lib.write_index(index, str(tmp_path))
   collected = index_lib.collect_metrics(index_lib.read_index(str(tmp_path)))
   table = index_lib.format_table(collected)
   lines = table.splitlines()
   assert lines[0].split() == ["run", "mode", "learning_rate", "warmup_steps", "status", "step",
-                              "loss/total", "sync/acc_k1"]
-  assert lines[2].split()[1:] == ["two_bypass", "0.001", "100", "done", "4", "1.5", "0"]
-  assert lines[3].split()[-3:] == ["4", "2.5", "10"]
-  assert lines[4].split()[-4:] == ["pending", "-", "-", "-"]
+                              "loss/total", "sync/acc_k1", "sync/acc_k5", "sync/acc_k15"]
+  assert lines[2].split()[1:] == ["two_bypass", "0.001", "100", "done", "4", "1.5", "0", "2", "1"]
+  assert lines[3].split()[-5:] == ["4", "2.5", "10", "2", "1"]
+  assert lines[4].split()[-6:] == ["pending", "-", "-", "-", "-", "-"]
   assert "perf/" not in table
   markdown = index_lib.format_table(collected, markdown=True).splitlines()
-  assert markdown[0] == "| run | mode | learning_rate | warmup_steps | status | step | loss/total | sync/acc_k1 |"
-  assert markdown[1] == "| --- " * 8 + "|"
+  assert markdown[0] == ("| run | mode | learning_rate | warmup_steps | status | step | loss/total "
+                         "| sync/acc_k1 | sync/acc_k5 | sync/acc_k15 |")
+  assert markdown[1] == "| --- " * 10 + "|"
   assert markdown[2] == "| " + " | ".join(lines[2].split()) + " |"
-  assert markdown[4].endswith("| pending | - | - | - |")
+  assert markdown[4].endswith("| pending | - | - | - | - | - |")
 
 
 def test_local_runner_runs_each_run_and_records_failures(demo_index, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 from synclipmae_jax.sweeps import expand
 
@@ -39,7 +40,8 @@ def collect_metrics(index: dict) -> dict:
 
 
 def format_table(index: dict, metrics: str = DEFAULT_METRICS, markdown: bool = False) -> str:
-  """Run name | each swept field | status | the metrics whose names start with a prefix.
+  """Run name | each swept field | status | the metrics whose names start with a prefix (in the
+  order of the prefixes, numbers within names in numeric order: acc_k1, acc_k5, acc_k15).
 
   Aligned plain text, or a markdown table (`markdown=True`, for README and results notes).
   """
@@ -48,7 +50,8 @@ def format_table(index: dict, metrics: str = DEFAULT_METRICS, markdown: bool = F
   short = expand.name_keys(fields)
   names = sorted({m for r in index["runs"] for m in r["metrics"]
                   if any(m == p or m.startswith(p) for p in prefixes)},
-                 key=lambda m: (next(i for i, p in enumerate(prefixes) if m.startswith(p)), m))
+                 key=lambda m: (next(i for i, p in enumerate(prefixes) if m.startswith(p)),
+                                [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", m)]))
   header = ["run"] + [short[f] for f in fields] + ["status"] + names
   rows = []
   for r in index["runs"]:
