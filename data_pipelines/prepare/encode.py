@@ -78,7 +78,7 @@ def write_video(path: str, frames: Sequence[np.ndarray] | None, audio: np.ndarra
 
 
 def remux(source: str, path: str, *, audio_source: str | None = None, audio_shift: float = 0.0,
-          drop_audio: bool = False, drop_video: bool = False,
+          drop_audio: bool = False, drop_video: bool = False, keep_duration: bool = False,
           container_options: dict | None = None) -> None:
   """Copies streams into `path` without re-encoding them.
 
@@ -89,8 +89,12 @@ def remux(source: str, path: str, *, audio_source: str | None = None, audio_shif
     audio_shift: seconds added to every audio timestamp (positive: the audio plays later).
     drop_audio: leave the audio stream out.
     drop_video: leave the video stream out.
+    keep_duration: drop the audio packets that the shift moves before 0 or past the end of the
+      video stream, so that the copy lasts as long as the video (to within one audio packet):
+      a drift correction that changes nothing but the audio's timing.
     container_options: muxer options, e.g. {"movflags": "faststart"} (mp4 index first).
   """
+  video_end = _video_end(source) if keep_duration else None
   inputs = [av.open(source)]
   try:
     if audio_source is not None:
@@ -110,8 +114,25 @@ def remux(source: str, path: str, *, audio_source: str | None = None, audio_shif
             shift = round(audio_shift / packet.time_base)
             packet.pts += shift
             packet.dts += shift
+          if video_end is not None and packet.stream.type == "audio":
+            start = packet.pts * packet.time_base
+            if start < 0 or start >= video_end:
+              continue
           packet.stream = copies[id(packet.stream)]
           out.mux(packet)
   finally:
     for container in inputs:
       container.close()
+
+
+def _video_end(path: str) -> Fraction:
+  """Time (s) at which the first video stream of `path` ends: its last packet's pts + duration."""
+  with av.open(path) as container:
+    if not container.streams.video:
+      raise ValueError(f"{path} has no video stream")
+    stream = container.streams.video[0]
+    end = Fraction(0)
+    for packet in container.demux(stream):
+      if packet.pts is not None:
+        end = max(end, (packet.pts + (packet.duration or 0)) * Fraction(packet.time_base))
+  return end
