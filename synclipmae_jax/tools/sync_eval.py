@@ -56,13 +56,20 @@ def parse_options(options: list[str]) -> dict:
   return out
 
 
+def sync_entry(config):
+  """The config's sync evaluator options (`config.evals.sync`; the defaults for a run trained
+  without that evaluator)."""
+  entry = config.evals.get("sync")
+  if entry is None or entry.get("type") != "sync":
+    entry = config.evals.sync = config_defaults.sync_eval_config()
+  return entry
+
+
 def evaluate(workdir: str, *, step: int | None = None, eval_pattern: str = "",
              options: dict | None = None) -> dict:
   """The report of the sync suite on `workdir`'s checkpoint (see the module docstring)."""
   config = checkpointing.read_config(workdir)  # options are checked before anything loads
-  entry = config.evals.get("sync")
-  if entry is None or entry.get("type") != "sync":  # a run trained without the sync evaluator
-    entry = config.evals.sync = config_defaults.sync_eval_config()
+  entry = sync_entry(config)
   for key, value in (options or {}).items():
     if key not in entry:
       raise ValueError(f"unknown sync evaluator option {key!r} (known: {sorted(entry.keys())})")

@@ -1,0 +1,136 @@
+r"""Audio-video drift of a video file, measured with a trained checkpoint, and its correction:
+`synclipmae-fix-sync`.
+
+  synclipmae-fix-sync --workdir=workdirs/demo --video=talk.mp4                 # report only
+  synclipmae-fix-sync --workdir=workdirs/demo --video=talk.mp4 --out=fixed.mp4 --min_confidence=0.02
+
+The video goes through the training data's own preparation (`data_pipelines.prepare`: decoding by
+timestamps at 25 fps and 16 kHz, face detection and tracking, crops at the model's image size) into
+a working folder; the run's sync evaluator (`evaluators/sync.py`, no shift applied) gives each
+prepared clip its distance-vs-lag curve (audio tokens against vocal-motion tokens, lags
+-max_lag..max_lag); the frame-weighted mean curve of the clips is the video's. Its minimum is the
+estimated lag L (> 0: the video lags the audio, i.e. the sound comes L frames early) and
+median - minimum its confidence. With --out, and a confidence of at least --min_confidence, the
+corrected copy delays the audio by L frames (`encode.remux(keep_duration=True)`: audio timestamps
+moved, packets outside the video dropped; the video stream copied bit for bit, the duration kept).
+A file that cannot be prepared (unreadable, no audio, no usable face track) or an estimate below
+the confidence threshold ends with a message and writes no file.
+
+The confidence's scale depends on the model: read it off the report of videos known to be in sync
+before choosing --min_confidence.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from data_pipelines import schema
+from data_pipelines.prepare import encode, prepare, process, report as report_lib
+from synclipmae_jax import checkpointing
+from synclipmae_jax.evaluators import sync as sync_evaluator
+from synclipmae_jax.models import audio_encoder as audio_encoder_lib
+from synclipmae_jax.models import synclipmae
+from synclipmae_jax.tools import sync_eval
+
+
+class NotEstimated(ValueError):
+  """The video could not be measured or corrected (the message says why)."""
+
+
+def prepare_video(video: str, folder: str, image_size: int) -> tuple[list[str], int]:
+  """Prepares `video` into `folder`; returns (its shards, its number of clips), or raises
+  NotEstimated with the reasons the preparation gave."""
+  options = process.PrepareOptions(image_size=image_size)
+  prepare.prepare([{"path": os.path.abspath(video), "speaker": "video"}], folder, options, progress=False)
+  shards = sorted(glob.glob(os.path.join(folder, "*.array_record")))
+  with open(os.path.join(folder, report_lib.MANIFEST)) as f:
+    kept = [line for line in f if line.strip()]
+  if not kept:
+    with open(os.path.join(folder, report_lib.REJECTS), newline="") as f:
+      reasons = [f"{r['reason']} ({r['detail']})" for r in csv.DictReader(f, delimiter="\t")]
+    raise NotEstimated(f"{video}: nothing to measure: " + ("; ".join(reasons) or "no clip was kept"))
+  return shards, len(kept)
+
+
+def estimate(workdir: str, video: str, *, step: int | None = None, folder: str | None = None) -> dict:
+  """The drift report of `video` under the checkpoint of `workdir` (see the module docstring)."""
+  config = checkpointing.read_config(workdir)
+  with tempfile.TemporaryDirectory() as scratch:
+    shards, num_clips = prepare_video(video, folder or scratch, config.model.image_size)
+    entry = sync_eval.sync_entry(config)
+    entry.update(max_true_lag=0, trials_per_clip=1, num_clips=num_clips)
+    restored = checkpointing.load(workdir, step)
+    evaluator = sync_evaluator.Evaluator(
+        entry, config, model=synclipmae.build(config.model),
+        audio_encoder=audio_encoder_lib.build(config.model.audio), eval_paths=shards)
+    _, trials = evaluator.evaluate(restored.params, restored.frozen)
+    weights = np.array([len(evaluator.clips[t["clip"]]["frames"]) for t in trials], np.float64)
+  curves = np.array([t["distance"] for t in trials])
+  curve = (weights[:, None] * curves).sum(0) / weights.sum()
+  best = int(np.argmin(curve))
+  lag = best - entry.max_lag
+  ms_per_frame = 1000.0 / schema.FPS
+  return {
+      "video": os.path.abspath(video), "workdir": os.path.abspath(workdir), "step": restored.step,
+      "lag_frames": lag, "lag_ms": lag * ms_per_frame,
+      "confidence": float(np.median(curve) - curve[best]),
+      "lags": list(range(-entry.max_lag, entry.max_lag + 1)), "distance": curve.tolist(),
+      "clips": [{"frames": int(w), "lag_frames": t["estimate"], "confidence": t["confidence"]}
+                for w, t in zip(weights, trials)],
+      "sign": "lag > 0: the video lags the audio (the sound comes early); the fix delays the audio",
+  }
+
+
+def write_corrected(video: str, out: str, report: dict, min_confidence: float) -> None:
+  """Writes the corrected copy, or raises NotEstimated (and writes nothing) below the threshold."""
+  if report["confidence"] < min_confidence:
+    raise NotEstimated(
+        f"{video}: confidence {report['confidence']:.4f} is below --min_confidence={min_confidence}; "
+        f"the estimate ({report['lag_frames']:+d} frames, {report['lag_ms']:+.0f} ms) is not trusted "
+        "and no file was written")
+  encode.remux(video, out, audio_shift=report["lag_frames"] / schema.FPS, keep_duration=True)
+
+
+def main(flags_) -> None:
+  report = estimate(flags_.workdir, flags_.video, step=flags_.step)
+  print(f"{flags_.video}: lag {report['lag_frames']:+d} frames ({report['lag_ms']:+.0f} ms; > 0: the "
+        f"video lags the audio), confidence {report['confidence']:.4f}")
+  if flags_.report:
+    with open(flags_.report, "w") as f:
+      json.dump(report, f, indent=1)
+  if flags_.out:
+    write_corrected(flags_.video, flags_.out, report, flags_.min_confidence)
+    print(f"wrote {flags_.out}: audio delayed by {report['lag_ms']:+.0f} ms, video stream copied")
+
+
+def run() -> None:
+  """Command line (`python -m synclipmae_jax.tools.fix_sync`, console script `synclipmae-fix-sync`)."""
+  from absl import app, flags  # pylint: disable=import-outside-toplevel
+
+  flags.DEFINE_string("workdir", None, "A training run's workdir (config.json and checkpoints/).")
+  flags.DEFINE_string("video", None, "The video file to measure.")
+  flags.DEFINE_integer("step", None, "The checkpoint (default: the latest).")
+  flags.DEFINE_string("out", "", "Write the corrected copy here (only when confident enough).")
+  flags.DEFINE_float("min_confidence", 0.02, "Confidence (median - min of the distance curve) "
+                     "needed to write --out; model-dependent.")
+  flags.DEFINE_string("report", "", "Write the JSON report here.")
+  flags.mark_flags_as_required(["workdir", "video"])
+
+  def entry(argv):
+    del argv
+    try:
+      main(flags.FLAGS)
+    except NotEstimated as e:
+      raise SystemExit(f"synclipmae-fix-sync: {e}") from None
+
+  app.run(entry)
+
+
+if __name__ == "__main__":
+  run()
