@@ -13,7 +13,7 @@ import pytest
 
 from data_pipelines.prepare import decode, encode
 from fixture_paths import HDTF
-from synclipmae_jax.tools import fix_sync
+from synclipmae_jax.tools import fix_sync, sync_eval
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(HDTF, "WDA_KatieHill_000.mp4")
@@ -22,7 +22,7 @@ SOURCE = os.path.join(HDTF, "WDA_KatieHill_000.mp4")
 @pytest.fixture(scope="module")
 def report(tiny_run):
   _, workdir, _ = tiny_run
-  return fix_sync.estimate(workdir, SOURCE)
+  return fix_sync.Estimator(workdir)(SOURCE)
 
 
 def test_report_gives_the_lag_in_frames_and_ms_with_its_curve(tiny_run, report):
@@ -77,3 +77,22 @@ def test_unreadable_and_silent_files_end_with_their_reason_and_no_output(tiny_ru
     assert result.returncode == 1, result.stderr[-2000:]
     assert f"synclipmae-fix-sync: {path}: nothing to measure: {reason}" in result.stderr
     assert not out.exists() and not (tmp_path / "report.json").exists()
+
+
+def test_sync_eval_measures_a_folder_of_raw_videos_and_names_the_ones_it_cannot(tiny_run, tmp_path):
+  _, workdir, _ = tiny_run
+  folder = tmp_path / "videos"
+  folder.mkdir()
+  os.symlink(SOURCE, folder / "katie.mp4")
+  (folder / "broken.mp4").write_bytes(b"\x00" * 1000)
+  report = sync_eval.evaluate_videos(workdir, str(folder))
+  assert [os.path.basename(v["video"]) for v in report["videos"]] == ["katie.mp4"]
+  assert [os.path.basename(f["video"]) for f in report["failed"]] == ["broken.mp4"]
+  assert "nothing to measure: unreadable" in report["failed"][0]["reason"]
+  paths = sync_eval.write_report(report, str(tmp_path / "out"))
+  with open(paths["markdown"]) as f:
+    md = f.read()
+  assert "katie.mp4 | " in md and "| not measured | reason |" in md
+  assert os.path.getsize(paths[sync_eval.CURVES_PNG]) > 1000
+  with open(paths["json"]) as f:
+    assert json.load(f)["videos"][0]["lag_ms"] == 40.0 * report["videos"][0]["lag_frames"]

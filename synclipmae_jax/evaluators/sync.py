@@ -28,7 +28,7 @@ import numpy as np
 
 from data_pipelines import audio_windows, grain_pipeline
 from data_pipelines import face_weights as face_weights_lib
-from synclipmae_jax import losses, masking, objective, sync_metrics
+from synclipmae_jax import config_defaults, losses, masking, objective, sync_metrics
 from synclipmae_jax.models import layers
 
 VIEWS = ("face", "full")
@@ -53,6 +53,15 @@ def validate(entry, config) -> list[str]:
     if s.num_eval_clips < entry.num_clips:
       errors.append(f"num_clips={entry.num_clips} > data.synthetic.num_eval_clips={s.num_eval_clips}")
   return errors
+
+
+def entry_of(config):
+  """The config's sync evaluator options (`config.evals.sync`; the defaults for a run trained
+  without that evaluator), for the tools that evaluate a checkpoint."""
+  entry = config.evals.get("sync")
+  if entry is None or entry.get("type") != "sync":
+    entry = config.evals.sync = config_defaults.sync_eval_config()
+  return entry
 
 
 @functools.cache

@@ -36,7 +36,6 @@ from synclipmae_jax import checkpointing
 from synclipmae_jax.evaluators import sync as sync_evaluator
 from synclipmae_jax.models import audio_encoder as audio_encoder_lib
 from synclipmae_jax.models import synclipmae
-from synclipmae_jax.tools import sync_eval
 
 
 class NotEstimated(ValueError):
@@ -58,33 +57,38 @@ def prepare_video(video: str, folder: str, image_size: int) -> tuple[list[str], 
   return shards, len(kept)
 
 
-def estimate(workdir: str, video: str, *, step: int | None = None, folder: str | None = None) -> dict:
-  """The drift report of `video` under the checkpoint of `workdir` (see the module docstring)."""
-  config = checkpointing.read_config(workdir)
-  with tempfile.TemporaryDirectory() as scratch:
-    shards, num_clips = prepare_video(video, folder or scratch, config.model.image_size)
-    entry = sync_eval.sync_entry(config)
-    entry.update(max_true_lag=0, trials_per_clip=1, num_clips=num_clips)
-    restored = checkpointing.load(workdir, step)
-    evaluator = sync_evaluator.Evaluator(
-        entry, config, model=synclipmae.build(config.model),
-        audio_encoder=audio_encoder_lib.build(config.model.audio), eval_paths=shards)
-    _, trials = evaluator.evaluate(restored.params, restored.frozen)
-    weights = np.array([len(evaluator.clips[t["clip"]]["frames"]) for t in trials], np.float64)
-  curves = np.array([t["distance"] for t in trials])
-  curve = (weights[:, None] * curves).sum(0) / weights.sum()
-  best = int(np.argmin(curve))
-  lag = best - entry.max_lag
-  ms_per_frame = 1000.0 / schema.FPS
-  return {
-      "video": os.path.abspath(video), "workdir": os.path.abspath(workdir), "step": restored.step,
-      "lag_frames": lag, "lag_ms": lag * ms_per_frame,
-      "confidence": float(np.median(curve) - curve[best]),
-      "lags": list(range(-entry.max_lag, entry.max_lag + 1)), "distance": curve.tolist(),
-      "clips": [{"frames": int(w), "lag_frames": t["estimate"], "confidence": t["confidence"]}
-                for w, t in zip(weights, trials)],
-      "sign": "lag > 0: the video lags the audio (the sound comes early); the fix delays the audio",
-  }
+class Estimator:
+  """A checkpoint loaded once; `estimator(video)` -> the drift report of one video file."""
+
+  def __init__(self, workdir: str, step: int | None = None):
+    self.workdir = os.path.abspath(workdir)
+    self.config = checkpointing.read_config(workdir)
+    self.restored = checkpointing.load(workdir, step)
+    self.model = synclipmae.build(self.config.model)
+    self.audio_encoder = audio_encoder_lib.build(self.config.model.audio)
+
+  def __call__(self, video: str, folder: str | None = None) -> dict:
+    with tempfile.TemporaryDirectory() as scratch:
+      shards, num_clips = prepare_video(video, folder or scratch, self.config.model.image_size)
+      entry = sync_evaluator.entry_of(self.config).copy_and_resolve_references()
+      entry.update(max_true_lag=0, trials_per_clip=1, num_clips=num_clips)
+      evaluator = sync_evaluator.Evaluator(entry, self.config, model=self.model,
+                                           audio_encoder=self.audio_encoder, eval_paths=shards)
+      _, trials = evaluator.evaluate(self.restored.params, self.restored.frozen)
+      weights = np.array([len(evaluator.clips[t["clip"]]["frames"]) for t in trials], np.float64)
+    curves = np.array([t["distance"] for t in trials])
+    curve = (weights[:, None] * curves).sum(0) / weights.sum()
+    best = int(np.argmin(curve))
+    lag = best - entry.max_lag
+    return {
+        "video": os.path.abspath(video), "workdir": self.workdir, "step": self.restored.step,
+        "lag_frames": lag, "lag_ms": lag * 1000.0 / schema.FPS,
+        "confidence": float(np.median(curve) - curve[best]),
+        "lags": list(range(-entry.max_lag, entry.max_lag + 1)), "distance": curve.tolist(),
+        "clips": [{"frames": int(w), "lag_frames": t["estimate"], "confidence": t["confidence"]}
+                  for w, t in zip(weights, trials)],
+        "sign": "lag > 0: the video lags the audio (the sound comes early); the fix delays the audio",
+    }
 
 
 def write_corrected(video: str, out: str, report: dict, min_confidence: float) -> None:
@@ -98,7 +102,7 @@ def write_corrected(video: str, out: str, report: dict, min_confidence: float) -
 
 
 def main(flags_) -> None:
-  report = estimate(flags_.workdir, flags_.video, step=flags_.step)
+  report = Estimator(flags_.workdir, flags_.step)(flags_.video)
   print(f"{flags_.video}: lag {report['lag_frames']:+d} frames ({report['lag_ms']:+.0f} ms; > 0: the "
         f"video lags the audio), confidence {report['confidence']:.4f}")
   if flags_.report:

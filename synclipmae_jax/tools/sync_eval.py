@@ -2,6 +2,7 @@ r"""The sync suite on a trained workdir (paper 4.1 and 5): `synclipmae-sync-eval
 
   synclipmae-sync-eval --workdir=workdirs/demo [--step=3000] [--out=DIR] \
       [--eval_pattern='/data/shards/eval-*.array_record'] [--option=num_clips=64 ...]
+  synclipmae-sync-eval --workdir=workdirs/demo --videos=/data/talks [--out=DIR]
 
 Reads the checkpoint (`checkpointing.load`: the config it trained with and its parameters),
 runs the sync evaluator of `evaluators/sync.py` on held-out clips (the config's held-out data,
@@ -15,6 +16,11 @@ WORKDIR/sync_eval/STEP):
 - `sync_eval.md`: the same as markdown tables;
 - `accuracy_vs_k.png` and `curves.png` (distance vs lag per trial, truth and estimate marked);
 - TensorBoard summaries (scalars and the two plots) at the checkpoint's step.
+
+With --videos (a file, a folder or a manifest of raw videos) each video goes through the training
+preparation and is measured with no shift applied (`fix_sync.Estimator`): per video its lag in
+frames and ms, a confidence and the curve (JSON, markdown, curves.png); a video that cannot be
+measured (unreadable, no audio, no usable face) is listed with its reason and the rest are measured.
 
 Sign convention (README "Sync evaluation protocol"): a lag L > 0 means the video lags the audio.
 The evaluation is the training run's own evaluator: on the same checkpoint and held-out data
@@ -30,10 +36,12 @@ import os
 import numpy as np
 
 from data_pipelines import schema
-from synclipmae_jax import checkpointing, config_defaults, input_pipeline
+from data_pipelines.prepare import plan
+from synclipmae_jax import checkpointing, input_pipeline
 from synclipmae_jax.evaluators import sync as sync_evaluator
 from synclipmae_jax.models import audio_encoder as audio_encoder_lib
 from synclipmae_jax.models import synclipmae
+from synclipmae_jax.tools import fix_sync
 
 REPORT_JSON = "sync_eval.json"
 REPORT_MD = "sync_eval.md"
@@ -56,20 +64,11 @@ def parse_options(options: list[str]) -> dict:
   return out
 
 
-def sync_entry(config):
-  """The config's sync evaluator options (`config.evals.sync`; the defaults for a run trained
-  without that evaluator)."""
-  entry = config.evals.get("sync")
-  if entry is None or entry.get("type") != "sync":
-    entry = config.evals.sync = config_defaults.sync_eval_config()
-  return entry
-
-
 def evaluate(workdir: str, *, step: int | None = None, eval_pattern: str = "",
              options: dict | None = None) -> dict:
   """The report of the sync suite on `workdir`'s checkpoint (see the module docstring)."""
   config = checkpointing.read_config(workdir)  # options are checked before anything loads
-  entry = sync_entry(config)
+  entry = sync_evaluator.entry_of(config)
   for key, value in (options or {}).items():
     if key not in entry:
       raise ValueError(f"unknown sync evaluator option {key!r} (known: {sorted(entry.keys())})")
@@ -103,6 +102,42 @@ def evaluate(workdir: str, *, step: int | None = None, eval_pattern: str = "",
           "sign": "lag > 0: the video lags the audio (audio frame t matches video frame t + lag)"}
 
 
+def video_paths(spec: str) -> list[str]:
+  """A video file, a folder (every video file under it) or a manifest (.csv / .jsonl, `path` column)."""
+  if os.path.isdir(spec):
+    return [row["path"] for row in plan.scan_folder(spec)]
+  if spec.endswith((".csv", ".jsonl", ".json")):
+    return [row["path"] for row in plan.read_manifest(spec)]
+  return [spec]
+
+
+def evaluate_videos(workdir: str, spec: str, *, step: int | None = None) -> dict:
+  """Per raw video of `spec`: its lag, confidence and curve (`fix_sync.Estimator`, the training
+  preparation and no shift applied); a video that cannot be measured is listed with its reason
+  and the others are measured."""
+  estimator = fix_sync.Estimator(workdir, step)
+  videos, failed = [], []
+  for path in video_paths(spec):
+    try:
+      videos.append(estimator(path))
+    except fix_sync.NotEstimated as e:
+      failed.append({"video": os.path.abspath(path), "reason": str(e)})
+  return {"workdir": estimator.workdir, "step": estimator.restored.step, "videos": videos,
+          "failed": failed, "sign": "lag > 0: the video lags the audio (the sound comes early)"}
+
+
+def markdown_videos(report: dict) -> str:
+  lines = [f"# Sync of raw videos under {report['workdir']} at step {report['step']}", "",
+           f"{report['sign']}.", "", "| video | lag (frames) | lag (ms) | confidence | clips |",
+           "| --- | ---: | ---: | ---: | ---: |"]
+  lines += [f"| {v['video']} | {v['lag_frames']:+d} | {v['lag_ms']:+.0f} | {v['confidence']:.4f} | "
+            f"{len(v['clips'])} |" for v in report["videos"]]
+  if report["failed"]:
+    lines += ["", "| not measured | reason |", "| --- | --- |"]
+    lines += [f"| {f['video']} | {f['reason']} |" for f in report["failed"]]
+  return "\n".join(lines) + "\n"
+
+
 def markdown(report: dict) -> str:
   """The report's figures and trials as markdown tables."""
   m = report["metrics"]
@@ -130,34 +165,54 @@ def markdown(report: dict) -> str:
 
 
 def plots(report: dict) -> dict[str, "np.ndarray"]:
-  """{file name: RGB image [H, W, 3] uint8}: accuracy vs K, and distance-vs-lag curves."""
+  """{file name: RGB image [H, W, 3] uint8}: accuracy vs K (held-out trials) and the
+  distance-vs-lag curves (of the trials, or of the raw videos)."""
+  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  images = {}
+  if "videos" in report:
+    curves = [(os.path.basename(v["video"]), v["lags"], v["distance"], None, v["lag_frames"])
+              for v in report["videos"]]
+  else:
+    m = report["metrics"]
+    windows = sorted(int(k.removeprefix("sync/acc_k")) for k in m if k.startswith("sync/acc_k"))
+    fig, ax = _figure(plt, (4, 3), dpi=100)
+    ax.plot(windows, [m[f"sync/acc_k{k}"] for k in windows], "o-")
+    ax.set(xlabel="window K (frames)", ylabel="Acc (%)", ylim=(0, 100), xticks=windows,
+           title=f"lag detection, step {report['step']}")
+    images[ACCURACY_PNG] = _rgb(fig)
+    curves = [(f"trial {i}", t["lags"], t["distance"], t["true_lag"], t["estimate"])
+              for i, t in enumerate(report["trials"])]
+  if curves:
+    images[CURVES_PNG] = _curves_figure(plt, curves[:MAX_CURVES])
+  return images
+
+
+def _figure(plt, size, dpi, rows=None, cols=None):
+  """One axes, or (with rows and cols) a 2-d array of them."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
-  m, images = report["metrics"], {}
-  windows = sorted(int(k.removeprefix("sync/acc_k")) for k in m if k.startswith("sync/acc_k"))
-  fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
-  ax.plot(windows, [m[f"sync/acc_k{k}"] for k in windows], "o-")
-  ax.set(xlabel="window K (frames)", ylabel="Acc (%)", ylim=(0, 100), xticks=windows,
-         title=f"lag detection, step {report['step']}")
-  images[ACCURACY_PNG] = _rgb(fig)
-  trials = report["trials"][:MAX_CURVES]
-  cols = min(4, len(trials))
-  rows = -(-len(trials) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.2 * rows), dpi=80, squeeze=False)
-  for ax, (i, t) in zip(axes.flat, enumerate(trials)):
-    ax.plot(t["lags"], t["distance"], lw=1)
-    ax.axvline(t["true_lag"], color="g", ls="--", lw=1, label="truth")
-    ax.plot([t["estimate"]], [min(t["distance"])], "rv", label="estimate")
-    ax.set_title(f"trial {i}: true {t['true_lag']:+d}, est. {t['estimate']:+d}", fontsize=8)
+  return plt.subplots(rows or 1, cols or 1, figsize=size, dpi=dpi, squeeze=rows is None)
+
+
+def _curves_figure(plt, curves) -> "np.ndarray":
+  """One panel per (title, lags, distances, true lag or None, estimate)."""
+  cols = min(4, len(curves))
+  rows = -(-len(curves) // cols)
+  fig, axes = _figure(plt, (3 * cols, 2.2 * rows), 80, rows, cols)
+  for ax, (title, lags, distance, truth, estimate) in zip(axes.flat, curves):
+    ax.plot(lags, distance, lw=1)
+    if truth is not None:
+      ax.axvline(truth, color="g", ls="--", lw=1, label="truth")
+      title += f": true {truth:+d}"
+    ax.plot([estimate], [min(distance)], "rv", label="estimate")
+    ax.set_title(f"{title}, est. {estimate:+d}", fontsize=8)
     ax.tick_params(labelsize=6)
-  for ax in list(axes.flat)[len(trials):]:
+  for ax in list(axes.flat)[len(curves):]:
     ax.axis("off")
   axes.flat[0].legend(fontsize=6)
   fig.supxlabel("lag (frames; > 0: the video lags the audio)", fontsize=8)
   fig.supylabel("mean cosine distance", fontsize=8)
-  images[CURVES_PNG] = _rgb(fig)
-  return images
+  return _rgb(fig)
 
 
 def _rgb(fig) -> "np.ndarray":
@@ -178,13 +233,14 @@ def write_report(report: dict, out_dir: str) -> dict[str, str]:
   with open(paths["json"], "w") as f:
     json.dump(report, f, indent=1)
   with open(paths["markdown"], "w") as f:
-    f.write(markdown(report))
+    f.write(markdown_videos(report) if "videos" in report else markdown(report))
   images = plots(report)
   for name, image in images.items():
     paths[name] = os.path.join(out_dir, name)
     Image.fromarray(image).save(paths[name])
   writer = metric_writers.create_default_writer(out_dir, asynchronous=False)
-  writer.write_scalars(report["step"], report["metrics"])
+  if "metrics" in report:
+    writer.write_scalars(report["step"], report["metrics"])
   writer.write_images(report["step"], {name.removesuffix(".png"): image[None]
                                        for name, image in images.items()})
   writer.close()
@@ -192,11 +248,16 @@ def write_report(report: dict, out_dir: str) -> dict[str, str]:
 
 
 def main(flags_) -> None:
-  report = evaluate(flags_.workdir, step=flags_.step, eval_pattern=flags_.eval_pattern,
-                    options=parse_options(flags_.option))
+  if flags_.videos:
+    report = evaluate_videos(flags_.workdir, flags_.videos, step=flags_.step)
+    summary = markdown_videos(report)
+  else:
+    report = evaluate(flags_.workdir, step=flags_.step, eval_pattern=flags_.eval_pattern,
+                      options=parse_options(flags_.option))
+    summary = markdown(report).split("\n| trial |")[0]
   out_dir = flags_.out or os.path.join(flags_.workdir, "sync_eval", str(report["step"]))
   paths = write_report(report, out_dir)
-  print(markdown(report).split("\n| trial |")[0])
+  print(summary)
   print("wrote " + ", ".join(paths.values()))
 
 
@@ -209,6 +270,8 @@ def run() -> None:
   flags.DEFINE_string("out", "", "Output folder (default: WORKDIR/sync_eval/STEP).")
   flags.DEFINE_string("eval_pattern", "", "Held-out ArrayRecord shards to read instead of the "
                       "config's (e.g. real videos prepared by synclipmae-prepare).")
+  flags.DEFINE_string("videos", "", "Raw videos instead of prepared shards: a file, a folder or a "
+                      "manifest (.csv / .jsonl with a path column); per video its lag and curve.")
   flags.DEFINE_multi_string("option", [], "A sync evaluator option key=value (evals.sync), e.g. "
                             "num_clips=64 or windows=[1,5,15].")
   flags.mark_flags_as_required(["workdir"])
