@@ -104,7 +104,13 @@ def lag_curve(audio: np.ndarray, video: np.ndarray, max_lag: int = 15) -> dict:
      negative on exact ties), "confidence": median minus minimum of the curve (SyncNet's LSE-C
      arithmetic on our distances: 0 when no lag stands out)}.
   """
-  curve = lag_distance_matrix(audio, video, max_lag).mean(axis=1)
+  return curve_estimate(lag_distance_matrix(audio, video, max_lag).mean(axis=1), max_lag)
+
+
+def curve_estimate(curve: np.ndarray, max_lag: int) -> dict:
+  """{"lags", "distance", "estimate", "confidence"} of a distance-vs-lag curve over
+  -max_lag..max_lag (see `lag_curve`)."""
+  curve = np.asarray(curve, np.float64)
   best = int(np.argmin(curve))
   return {"lags": list(range(-max_lag, max_lag + 1)), "distance": curve.tolist(),
           "estimate": best - max_lag, "confidence": float(np.median(curve) - curve[best])}

@@ -9,6 +9,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import pytest  # pylint: disable=wrong-import-position
 
 
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  """A module's own folder for the synthetic data (generated there on first use)."""
+  return str(tmp_path_factory.mktemp("synthetic"))
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
   """(config, workdir, final metrics): configs/demo.py:tiny trained 4 steps on 8 fake devices

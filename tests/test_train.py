@@ -14,11 +14,6 @@ from synclipmae_jax import train_state
 from tests import tiny_training
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("synthetic"))
-
-
 def run_steps(config, mesh, batches):
   exp = experiment.build(config, mesh)
   with exp.scope():

@@ -12,11 +12,6 @@ from synclipmae_jax import progress, train
 from tests import tiny_training
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("synthetic"))
-
-
 @pytest.mark.slow
 def test_deferred_metrics_loop_logs_and_trains_what_a_per_step_loop_does(data_dir, tmp_path):
   config = tiny_training.tiny_config(

@@ -15,11 +15,6 @@ from synclipmae_jax import train
 from tests import tiny_training
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("synthetic"))
-
-
 @pytest.mark.slow
 def test_sigterm_then_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
   config = tiny_training.tiny_config(

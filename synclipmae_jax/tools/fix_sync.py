@@ -32,7 +32,7 @@ import numpy as np
 
 from data_pipelines import schema
 from data_pipelines.prepare import encode, prepare, process, report as report_lib
-from synclipmae_jax import checkpointing
+from synclipmae_jax import checkpointing, sync_metrics
 from synclipmae_jax.evaluators import sync as sync_evaluator
 from synclipmae_jax.models import audio_encoder as audio_encoder_lib
 from synclipmae_jax.models import synclipmae
@@ -77,14 +77,14 @@ class Estimator:
       _, trials = evaluator.evaluate(self.restored.params, self.restored.frozen)
       weights = np.array([len(evaluator.clips[t["clip"]]["frames"]) for t in trials], np.float64)
     curves = np.array([t["distance"] for t in trials])
-    curve = (weights[:, None] * curves).sum(0) / weights.sum()
-    best = int(np.argmin(curve))
-    lag = best - entry.max_lag
+    video_curve = sync_metrics.curve_estimate((weights[:, None] * curves).sum(0) / weights.sum(),
+                                              entry.max_lag)
+    lag = video_curve["estimate"]
     return {
         "video": os.path.abspath(video), "workdir": self.workdir, "step": self.restored.step,
         "lag_frames": lag, "lag_ms": lag * 1000.0 / schema.FPS,
-        "confidence": float(np.median(curve) - curve[best]),
-        "lags": list(range(-entry.max_lag, entry.max_lag + 1)), "distance": curve.tolist(),
+        "confidence": video_curve["confidence"], "lags": video_curve["lags"],
+        "distance": video_curve["distance"],
         "clips": [{"frames": int(w), "lag_frames": t["estimate"], "confidence": t["confidence"]}
                   for w, t in zip(weights, trials)],
         "sign": "lag > 0: the video lags the audio (the sound comes early); the fix delays the audio",
