@@ -7,7 +7,11 @@ The synthetic dataset (data_pipelines/synthetic/) is generated into
 README.md ("Measured results"), which records the figures and the command.
 
 Variants (`--config=configs/demo.py:<variant>`):
-  tiny  a few steps of a very small model; what the tests train.
+  tiny       a few steps of a very small model; what the tests train.
+  plain_mae  the baseline of the probes (paper Table 3's MARLIN-like row): the same model and
+             budget trained as a plain single-view MAE: uniform masking only, video
+             reconstruction only (no contrastive, decorrelation or audio-driven term, no
+             identity shuffle). README "Linear probes" has its table.
 The paper's ablations are overrides, e.g. `--config.masking.mode=uniform_only` (A1).
 """
 
@@ -51,8 +55,12 @@ def get_config(arg: str | None = None):
     c.model.audio.input_context_frames = 2
     c.evals.sync.update(num_clips=4, max_true_lag=3, trials_per_clip=1, windows=(1, 5),
                         max_lag=5, pool_size=8)
+  elif arg == "plain_mae":
+    c.masking.mode = "uniform_only"
+    c.loss.weights.update(recon_audio=0.0, contrastive=0.0, decorrelation=0.0)
+    c.loss.identity_shuffle = False
   elif arg:
-    raise ValueError(f"unknown variant {arg!r} of configs/demo.py (known: tiny)")
+    raise ValueError(f"unknown variant {arg!r} of configs/demo.py (known: tiny, plain_mae)")
   return c
 
 

@@ -139,7 +139,7 @@ def load_eval_clips(paths: list[str], max_clips: int | None = None) -> list[dict
 
   Returns:
     One dict per clip: frames uint8 [N, H, W, 3], audio float32 [N * 640], face_boxes and
-    mouth_boxes float32 [N, 4], identity_id, clip_id, transcript, emotion, and actions
+    mouth_boxes float32 [N, 4], identity_id, clip_id, split, transcript, emotion, and actions
     (uint8 [N, A], or None when the record has none).
   """
   source = grain.sources.ArrayRecordDataSource(list(paths))
@@ -154,6 +154,7 @@ def load_eval_clips(paths: list[str], max_clips: int | None = None) -> list[dict
         "mouth_boxes": r["mouth_boxes"].copy(),
         "identity_id": r["identity_id"],
         "clip_id": r["clip_id"],
+        "split": r["split"],
         "transcript": r["transcript"],
         "emotion": r["emotion"],
         "actions": None if r["actions"] is None else r["actions"].copy(),

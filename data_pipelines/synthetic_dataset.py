@@ -6,6 +6,9 @@ Layout of the dataset directory:
   train-0000N-of-0000M.array_record        training clips (identities 0 .. num_identities-1)
   validation-0000N-of-0000M.array_record   held-out clips of unseen identities
 
+The labelled set of the probes (`ensure_labelled_dataset`, evaluators/probe.py) has the same
+layout with train / validation / test splits of speakers that no pretraining split holds.
+
 Each record is one clip in the `schema` format. Clip ids are unique across both
 splits; training clip i belongs to identity i % num_identities, so every training
 identity speaks several clips (what identity-consistent prompt shuffling, paper 3.2,
@@ -40,6 +43,13 @@ from data_pipelines.synthetic import identity
 GENERATOR_VERSION = 2  # bump when data_pipelines.synthetic changes what it draws (invalidates old datasets)
 INFO_FILE = "dataset_info.json"
 SPLITS = ("train", "validation")
+# The labelled set's speakers and clips are numbered from here, far above any pretraining set's,
+# so that they are speakers the pretrained encoder never saw (identity.make_identity draws a
+# speaker from its id and the seed).
+LABELLED_FIRST_IDENTITY = 1_000_000
+LABELLED_FIRST_CLIP = 10_000_000
+# Speaker i of the labelled set goes to LABELLED_SPLITS[i % 5]: 60 / 20 / 20 % of the speakers.
+LABELLED_SPLITS = ("train", "train", "train", "validation", "test")
 
 
 def clip_seeds(seed: int, clip_id: int) -> tuple[int, int]:
@@ -71,8 +81,8 @@ def _read_info(directory: str) -> dict | None:
 
 
 def _paths(directory: str, info: dict) -> dict[str, list[str]]:
-  return {split: [os.path.join(directory, name) for name in info["files"][split]]
-          for split in SPLITS}
+  return {split: [os.path.join(directory, name) for name in names]
+          for split, names in info["files"].items()}
 
 
 def _is_complete(directory: str, parameters: dict) -> bool:
@@ -81,16 +91,15 @@ def _is_complete(directory: str, parameters: dict) -> bool:
           and all(os.path.exists(p) for ps in _paths(directory, info).values() for p in ps))
 
 
-def _write(directory: str, parameters: dict) -> dict:
-  """Generates every clip into `directory` (which exists and is empty); returns the info."""
-  plan = _plan(parameters["num_train_clips"], parameters["num_eval_clips"],
-               parameters["num_identities"], parameters["num_eval_identities"])
-  frames = {"train": parameters["clip_frames"], "validation": parameters["eval_clip_frames"]}
+def _write(directory: str, parameters: dict, plan: dict[str, list[tuple[int, int]]],
+           frames: dict[str, int]) -> dict:
+  """Generates every clip of `plan` ({split: [(clip_id, identity_id)]}, `frames[split]` frames
+  each) into `directory` (which exists and is empty); returns the info."""
   seed = parameters["seed"]
   identities = {}
   files = {}
   with tqdm(total=sum(len(c) for c in plan.values()), desc="synthetic clips", unit="clip") as bar:
-    for split in SPLITS:
+    for split in plan:
       names = _shard_names(split, len(plan[split]), parameters["num_shards"])
       files[split] = names
       for name, clips in zip(names, np.array_split(np.array(plan[split]), len(names))):
@@ -109,8 +118,8 @@ def _write(directory: str, parameters: dict) -> dict:
         writer.close()
   info = {
       "parameters": parameters,
-      "counts": {split: len(plan[split]) for split in SPLITS},
-      "identities": {split: sorted({i for _, i in plan[split]}) for split in SPLITS},
+      "counts": {split: len(plan[split]) for split in plan},
+      "identities": {split: sorted({i for _, i in plan[split]}) for split in plan},
       "files": files,
   }
   with open(os.path.join(directory, INFO_FILE), "w") as f:
@@ -154,6 +163,48 @@ def ensure_synthetic_dataset(directory: str, *, num_train_clips: int, num_eval_c
       "eval_clip_frames": eval_clip_frames, "image_size": image_size, "seed": seed,
       "num_shards": num_shards,
   }
+  plan = _plan(num_train_clips, num_eval_clips, num_identities, num_eval_identities)
+  return _ensure(directory, parameters, plan,
+                 {"train": clip_frames, "validation": eval_clip_frames})
+
+
+def ensure_labelled_dataset(directory: str, *, num_identities: int, clips_per_identity: int,
+                            clip_frames: int, image_size: int, seed: int,
+                            num_shards: int = 2) -> dict[str, list[str]]:
+  """Makes sure `directory` holds the labelled synthetic set of the probes: `num_identities`
+  unseen speakers (LABELLED_FIRST_IDENTITY on) with `clips_per_identity` clips of `clip_frames`
+  frames each, split by speaker into train / validation / test (LABELLED_SPLITS). Every clip
+  carries its emotion, per-frame action flags and transcript (schema.py).
+
+  Returns:
+    {"train": [...], "validation": [...], "test": [...]} shard paths.
+  """
+  for name, value in (("num_identities", num_identities), ("clips_per_identity", clips_per_identity),
+                      ("clip_frames", clip_frames), ("num_shards", num_shards)):
+    if value < 1:
+      raise ValueError(f"{name} must be >= 1, got {value}")
+  if num_identities < len(LABELLED_SPLITS):
+    raise ValueError(f"num_identities={num_identities} leaves a split without speakers "
+                     f"(need >= {len(LABELLED_SPLITS)})")
+  if image_size < 16:
+    raise ValueError(f"image_size must be >= 16, got {image_size}")
+  parameters = {
+      "generator_version": GENERATOR_VERSION, "kind": "labelled", "num_identities": num_identities,
+      "clips_per_identity": clips_per_identity, "clip_frames": clip_frames,
+      "image_size": image_size, "seed": seed, "num_shards": num_shards,
+  }
+  plan = {split: [] for split in dict.fromkeys(LABELLED_SPLITS)}
+  for i in range(num_identities):
+    for j in range(clips_per_identity):
+      plan[LABELLED_SPLITS[i % len(LABELLED_SPLITS)]].append(
+          (LABELLED_FIRST_CLIP + i * clips_per_identity + j, LABELLED_FIRST_IDENTITY + i))
+  return _ensure(directory, parameters, plan, dict.fromkeys(plan, clip_frames))
+
+
+def _ensure(directory: str, parameters: dict, plan: dict[str, list[tuple[int, int]]],
+            frames: dict[str, int]) -> dict[str, list[str]]:
+  """The shards of the dataset `parameters` describe in `directory`, written (atomically) only
+  when `directory` does not already hold it."""
   directory = os.path.abspath(directory)
   if _is_complete(directory, parameters):
     return _paths(directory, _read_info(directory))
@@ -165,7 +216,7 @@ def ensure_synthetic_dataset(directory: str, *, num_train_clips: int, num_eval_c
   staging = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
   try:
     os.chmod(staging, 0o755)  # mkdtemp makes it private to the user
-    info = _write(staging, parameters)
+    info = _write(staging, parameters, plan, frames)
     if _is_complete(directory, parameters):  # another process finished it meanwhile
       shutil.rmtree(staging)
       return _paths(directory, info)

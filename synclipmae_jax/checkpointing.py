@@ -170,6 +170,17 @@ def steps(workdir: str) -> list[int]:
   return sorted(ocp.utils.checkpoint_steps(directory))
 
 
+def _reading_experiment(config, mesh) -> experiment_lib.Experiment:
+  """The experiment of `config` on `mesh` (default: this process's first device), with the
+  batch-dependent sizes (which do not enter the parameters) set for that mesh."""
+  if mesh is None:
+    mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.local_devices()[:1])
+  config_here = ml_collections.ConfigDict(config.to_dict())
+  config_here.data.global_batch_size = sharding.num_batch_shards(mesh)
+  config_here.loss.contrastive.group_size = 0
+  return experiment_lib.build(config_here, mesh)
+
+
 def load(workdir: str, step: int | None = None, *, mesh=None) -> Restored:
   """The config and parameters of `step` (default: the latest) of a training workdir.
 
@@ -190,13 +201,7 @@ def load(workdir: str, step: int | None = None, *, mesh=None) -> Restored:
   step = available[-1] if step is None else step
   if step not in available:
     raise ValueError(f"{workdir} has no checkpoint of step {step} (it has {available})")
-  if mesh is None:
-    mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.local_devices()[:1])
-  # Shapes and shardings for this mesh; batch-dependent sizes do not enter the parameters.
-  config_here = ml_collections.ConfigDict(config.to_dict())
-  config_here.data.global_batch_size = sharding.num_batch_shards(mesh)
-  config_here.loss.contrastive.group_size = 0
-  abstract = experiment_lib.build(config_here, mesh).abstract_state
+  abstract = _reading_experiment(config, mesh).abstract_state
   target = {"params": abstract.params, "frozen": abstract.frozen}
   target = {k: v for k, v in target.items() if jax.tree.leaves(v)}
   path = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR, str(step), "state")
@@ -206,3 +211,14 @@ def load(workdir: str, step: int | None = None, *, mesh=None) -> Restored:
         partial_restore=True))
   return Restored(config=config, step=step, params=restored["params"],
                   frozen=restored.get("frozen", {}))
+
+
+def initial(workdir: str, *, mesh=None) -> Restored:
+  """The random initialisation a workdir's run started from (`config.seed`, before any
+  pretrained weights of `config.model.init`), as step 0: the "random encoder" baseline of the
+  probes, with the run's own architecture."""
+  config = read_config(workdir)
+  exp = _reading_experiment(config, mesh)
+  with exp.scope():
+    state = exp.init(jax.random.PRNGKey(config.seed))
+  return Restored(config=config, step=0, params=state.params, frozen=state.frozen)

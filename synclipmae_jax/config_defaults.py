@@ -127,3 +127,17 @@ def sync_eval_config(**overrides) -> ml_collections.ConfigDict:
       frames_per_call=256, seed=0))
   c.update(overrides)
   return c
+
+
+def probe_eval_config(**overrides) -> ml_collections.ConfigDict:
+  """The linear probes (paper 4.2, Table 3) on labelled clips: emotion and facial actions at
+  clip lengths of 16 and 80 frames. pattern: prepared shards with train / validation / test
+  records ("" = the labelled synthetic set `synthetic`); feature: evaluators/probe.py FEATURES."""
+  c = ml_collections.ConfigDict(dict(
+      type="probe", every_steps=1000, pattern="",
+      synthetic=dict(num_identities=40, clips_per_identity=6, clip_frames=80, seed=0),
+      clip_frames=(16, 80), tasks=("emotion", "actions"), feature="motion",
+      learning_rates=(1e-3, 1e-2, 1e-1), weight_decays=(0.0, 1e-3, 1e-1), steps=500,
+      frames_per_call=256))
+  c.update(overrides)
+  return c

@@ -42,7 +42,23 @@ def dataset_paths(config) -> tuple[list[str], list[str]]:
   if d.source != "synthetic":
     raise ValueError(f"data.source={d.source!r} must be one of {DATA_SOURCES}")
   params = dict(d.synthetic.to_dict(), image_size=config.model.image_size)
-  tag = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-  root = d.directory or os.path.join(os.path.expanduser("~"), ".cache", "synclipmae_jax")
-  paths = synthetic_dataset.ensure_synthetic_dataset(os.path.join(root, f"synthetic-{tag}"), **params)
+  paths = synthetic_dataset.ensure_synthetic_dataset(_synthetic_directory(config, "synthetic", params),
+                                                     **params)
   return paths["train"], paths["validation"]
+
+
+def labelled_paths(config, synthetic: dict) -> dict[str, list[str]]:
+  """{split: shard paths} of the labelled synthetic set of the probes with parameters
+  `synthetic` (`synthetic_dataset.ensure_labelled_dataset`) at the run's image size, generated
+  on first use next to the run's synthetic data."""
+  params = dict(synthetic, image_size=config.model.image_size)
+  return synthetic_dataset.ensure_labelled_dataset(_synthetic_directory(config, "labelled", params),
+                                                   **params)
+
+
+def _synthetic_directory(config, kind: str, params: dict) -> str:
+  """The cache folder of a synthetic dataset: `data.directory` (default ~/.cache/synclipmae_jax)
+  / kind-<hash of its parameters>."""
+  tag = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+  root = config.data.directory or os.path.join(os.path.expanduser("~"), ".cache", "synclipmae_jax")
+  return os.path.join(root, f"{kind}-{tag}")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.tools import sync_eval
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,4 +83,4 @@ def test_options_change_the_protocol_and_bad_ones_are_named_before_loading(tiny_
   with pytest.raises(ValueError, match="no shards match"):
     sync_eval.evaluate(workdir, eval_pattern="/nonexistent/*.array_record")
   with pytest.raises(ValueError, match="must be key=value"):
-    sync_eval.parse_options(["num_clips"])
+    evaluators.parse_options(["num_clips"])

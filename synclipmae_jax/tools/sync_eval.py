@@ -38,6 +38,7 @@ import numpy as np
 from data_pipelines import schema
 from data_pipelines.prepare import plan
 from synclipmae_jax import checkpointing, input_pipeline
+from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.evaluators import sync as sync_evaluator
 from synclipmae_jax.models import audio_encoder as audio_encoder_lib
 from synclipmae_jax.models import synclipmae
@@ -50,38 +51,15 @@ ACCURACY_PNG = "accuracy_vs_k.png"
 MAX_CURVES = 16  # trials drawn in curves.png
 
 
-def parse_options(options: list[str]) -> dict:
-  """--option key=value pairs -> {key: value}, values parsed as JSON where they parse."""
-  out = {}
-  for option in options:
-    key, sep, value = option.partition("=")
-    if not sep or not key:
-      raise ValueError(f"--option {option!r} must be key=value")
-    try:
-      out[key] = json.loads(value)
-    except json.JSONDecodeError:
-      out[key] = value
-  return out
-
-
 def evaluate(workdir: str, *, step: int | None = None, eval_pattern: str = "",
              options: dict | None = None) -> dict:
   """The report of the sync suite on `workdir`'s checkpoint (see the module docstring)."""
   config = checkpointing.read_config(workdir)  # options are checked before anything loads
   entry = sync_evaluator.entry_of(config)
-  for key, value in (options or {}).items():
-    if key not in entry:
-      raise ValueError(f"unknown sync evaluator option {key!r} (known: {sorted(entry.keys())})")
-    try:
-      entry[key] = tuple(value) if isinstance(entry[key], tuple) else value
-    except TypeError as e:
-      raise ValueError(f"sync evaluator option {key}={value!r}: {e}") from e
   if eval_pattern:
     config.data.source = "array_record"
     config.data.eval_pattern = eval_pattern
-  problems = sync_evaluator.validate(entry, config)
-  if problems:
-    raise ValueError("invalid sync evaluator options: " + "; ".join(problems))
+  evaluators.override(entry, options or {}, config)
   if eval_pattern:
     eval_paths = sorted(glob.glob(eval_pattern))
     if not eval_paths:
@@ -253,7 +231,7 @@ def main(flags_) -> None:
     summary = markdown_videos(report)
   else:
     report = evaluate(flags_.workdir, step=flags_.step, eval_pattern=flags_.eval_pattern,
-                      options=parse_options(flags_.option))
+                      options=evaluators.parse_options(flags_.option))
     summary = markdown(report).split("\n| trial |")[0]
   out_dir = flags_.out or os.path.join(flags_.workdir, "sync_eval", str(report["step"]))
   paths = write_report(report, out_dir)

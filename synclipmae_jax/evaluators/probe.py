@@ -1,0 +1,185 @@
+"""Linear probes of the frozen encoder (paper 4.2, Table 3): emotion and facial actions.
+
+Labelled clips come split into train / validation / test: by default the labelled synthetic
+set (`synthetic_dataset.ensure_labelled_dataset`: speakers no pretraining split holds, each
+clip with its emotion and per-frame action flags), or prepared shards (`pattern`) whose
+records carry `split`, `emotion` and `actions` (schema.py; a clip without a label is left out
+of that task). Every frame goes once through the frozen encoder with all patches visible
+(`frame_features_fn`: its identity, vocal-motion and ambient-motion prompts and the mean patch
+token); clips of each length in `clip_frames` are the non-overlapping windows of that many
+frames of each clip, featured by the mean of their frames' features (`linear_probe`: the mean
+of frame logits). A window's emotion is its clip's; an action is present in a window when any
+of its frames shows it. Each (task, length) probe is `linear_probe.select`ed by a grid on
+validation and reported on test.
+
+Options (`config.evals.<name>`, defaults in `config_defaults.probe_eval_config`): pattern,
+synthetic (the labelled set's parameters), clip_frames, tasks, feature, learning_rates,
+weight_decays, steps, frames_per_call.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data_pipelines import grain_pipeline, schema
+from synclipmae_jax import config_defaults, input_pipeline, linear_probe, objective
+from synclipmae_jax.models import layers
+
+TASKS = ("emotion", "actions")
+# Per-frame feature of the probe: the paper's mean of the two motion tokens, single prompt
+# tokens, the mean patch token, and concatenations.
+FEATURES = ("motion", "identity", "vocal", "ambient", "patch_mean", "prompts", "prompts_patch")
+_PARTS = ("identity", "vocal", "ambient", "patch_mean")  # the rows of frame_features_fn's output
+
+
+def validate(entry, config) -> list[str]:
+  """Problems of a probe evaluator's options (`common.validate` prefixes them)."""
+  errors = []
+  if entry.feature not in FEATURES:
+    errors.append(f"feature={entry.feature!r} must be one of {FEATURES}")
+  if not entry.tasks or any(t not in TASKS for t in entry.tasks):
+    errors.append(f"tasks={tuple(entry.tasks)} must be a non-empty subset of {TASKS}")
+  if not entry.clip_frames or min(entry.clip_frames) < 1:
+    errors.append(f"clip_frames={tuple(entry.clip_frames)} must be lengths >= 1")
+  elif not entry.pattern and max(entry.clip_frames) > entry.synthetic.clip_frames:
+    errors.append(f"clip_frames={tuple(entry.clip_frames)}: the labelled synthetic clips have "
+                  f"synthetic.clip_frames={entry.synthetic.clip_frames} frames")
+  if not entry.learning_rates or min(entry.learning_rates) <= 0:
+    errors.append(f"learning_rates={tuple(entry.learning_rates)} must be > 0")
+  if not entry.weight_decays or min(entry.weight_decays) < 0:
+    errors.append(f"weight_decays={tuple(entry.weight_decays)} must be >= 0")
+  if entry.steps < 1 or entry.frames_per_call < 1:
+    errors.append("steps and frames_per_call must be >= 1")
+  del config
+  return errors
+
+
+def entry_of(config):
+  """The config's probe options (`config.evals.probe`; the defaults for a run trained without
+  that evaluator), for the tools that probe a checkpoint."""
+  entry = config.evals.get("probe")
+  if entry is None or entry.get("type") != "probe":
+    entry = config.evals.probe = config_defaults.probe_eval_config()
+  return entry
+
+
+@functools.cache
+def frame_features_fn(model):
+  """Jitted (params, frames uint8 [F, H, W, 3]) -> [F, 4, D]: the identity, vocal-motion and
+  ambient-motion prompt tokens and the mean patch token of each frame, all patches visible."""
+  n = model.grid * model.grid
+
+  @jax.jit
+  def features(params, frames):
+    patches = objective.images_to_patches(objective.frames_to_unit(frames), model.patch_size)
+    keep = jnp.broadcast_to(jnp.arange(n), (patches.shape[0], n))
+    tokens, prompts = model.apply({"params": params}, patches, keep, method=model.encode)
+    out = jnp.concatenate([prompts, tokens.mean(1, keepdims=True)], axis=1)
+    return layers.constrain(out.astype(jnp.float32), None, None, None)
+
+  return features
+
+
+def frame_feature(parts: np.ndarray, feature: str) -> np.ndarray:
+  """The probe's per-frame feature `feature` (one of FEATURES) from frame_features_fn's [F, 4, D]."""
+  row = {name: parts[:, i] for i, name in enumerate(_PARTS)}
+  if feature == "motion":
+    return 0.5 * (row["vocal"] + row["ambient"])
+  if feature == "prompts":
+    return parts[:, :3].reshape(len(parts), -1)
+  if feature == "prompts_patch":
+    return parts.reshape(len(parts), -1)
+  return row[feature]
+
+
+def labelled_clips(entry, config) -> dict[str, list[dict]]:
+  """{split: decoded clips (`grain_pipeline.load_eval_clips`)} of the probe's labelled data."""
+  if entry.pattern:
+    paths = sorted(glob.glob(entry.pattern))
+    if not paths:
+      raise ValueError(f"no shards match the probe's pattern={entry.pattern!r}")
+    clips = grain_pipeline.load_eval_clips(paths)
+    by_split = {split: [c for c in clips if c["split"] == split] for split in schema.SPLITS}
+  else:
+    paths = input_pipeline.labelled_paths(config, entry.synthetic.to_dict())
+    by_split = {split: grain_pipeline.load_eval_clips(p) for split, p in paths.items()}
+  empty = [split for split in schema.SPLITS if not by_split.get(split)]
+  if empty:
+    raise ValueError(f"the probe's labelled data has no clips in split(s) {empty}")
+  return by_split
+
+
+class Evaluator:
+  """Holds the labelled clips; `run(params, frozen)` -> {"probe/emotion_acc@16": ..., ...}."""
+
+  def __init__(self, entry, config, *, model, clips: dict | None = None, **unused):
+    """clips: `labelled_clips(entry, config)` when already loaded (tools probing several
+    encoders at one image size)."""
+    del unused  # the audio encoder and held-out sync clips: the probes use neither
+    self.c = entry
+    self.features_fn = frame_features_fn(model)
+    self.clips = clips if clips is not None else labelled_clips(entry, config)
+
+  def extract(self, params) -> dict[str, list[np.ndarray]]:
+    """{split: per clip, frame_features_fn's [N, 4, D]}: every frame through the encoder once,
+    frames_per_call at a time (the last call padded, so one compilation serves all)."""
+    out = {}
+    for split, clips in self.clips.items():
+      frames = np.concatenate([c["frames"] for c in clips])
+      step = self.c.frames_per_call
+      parts = []
+      for s in range(0, len(frames), step):
+        chunk = frames[s:s + step]
+        padded = np.concatenate([chunk, np.zeros((step - len(chunk),) + chunk.shape[1:], chunk.dtype)])
+        parts.append(np.asarray(self.features_fn(params, padded))[:len(chunk)])
+      out[split] = np.split(np.concatenate(parts), np.cumsum([len(c["frames"]) for c in clips])[:-1])
+    return out
+
+  def windows(self, features: dict[str, list[np.ndarray]], task: str, length: int):
+    """{split: linear_probe.Split} of `task` over the windows of `length` frames."""
+    out = {}
+    for split, clips in self.clips.items():
+      x, y = [], []
+      for clip, parts in zip(clips, features[split]):
+        frame = frame_feature(parts, self.c.feature)
+        for s in range(0, len(frame) - length + 1, length):
+          if task == "emotion" and clip["emotion"] >= 0:
+            y.append(clip["emotion"])
+          elif task == "actions" and clip["actions"] is not None and clip["actions"].shape[1]:
+            y.append(clip["actions"][s:s + length].any(0))
+          else:
+            continue
+          x.append(frame[s:s + length].mean(0))
+      dim = frame_feature(features[split][0][:1], self.c.feature).shape[1]
+      out[split] = linear_probe.Split(np.asarray(x, np.float32).reshape(-1, dim), np.asarray(y))
+    return out
+
+  def fit(self, features) -> tuple[dict[str, float], dict]:
+    """(metrics, per (task, length) the chosen grid point, validation figures and clip counts)."""
+    metrics, details = {}, {}
+    for task in self.c.tasks:
+      for length in self.c.clip_frames:
+        splits = self.windows(features, task, length)
+        multi = task == "actions"
+        num_classes = (splits["train"].targets.shape[1] if multi and len(splits["train"].targets)
+                       else len(schema.EMOTION_NAMES))
+        try:
+          result = linear_probe.select(
+              splits["train"], splits["validation"], splits["test"], num_classes=num_classes,
+              multi_label=multi, learning_rates=tuple(self.c.learning_rates),
+              weight_decays=tuple(self.c.weight_decays), steps=self.c.steps)
+        except ValueError as e:
+          raise ValueError(f"probe {task} at {length} frames: {e}") from e
+        for figure in ("acc", "auc"):
+          metrics[f"probe/{task}_{figure}@{length}"] = result["test"][figure]
+        details[f"{task}@{length}"] = result
+    return metrics, details
+
+  def run(self, params, frozen) -> dict[str, float]:
+    del frozen
+    return self.fit(self.extract(params))[0]
