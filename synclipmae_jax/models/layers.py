@@ -54,13 +54,14 @@ def constrain(x, *names):
 
 
 class Attention(nn.Module):
-  """Multi-head attention of `x` [B, Lq, D] over `context` [B, Lk, D]."""
+  """Multi-head attention of `x` [B, Lq, D] over `context` [B, Lk, D]; `mask` (bool,
+  broadcastable to [B, heads, Lq, Lk], True = attend) hides keys (padding, the future)."""
 
   num_heads: int
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, context):
+  def __call__(self, x, context, mask=None):
     width = x.shape[-1]
     if width % self.num_heads:
       raise ValueError(f"width {width} is not divisible by num_heads {self.num_heads}")
@@ -78,6 +79,8 @@ class Attention(nn.Module):
     q = proj("query", x, remat.QUERY) * (head_dim ** -0.5)
     k, v = proj("key", context, remat.KEY), proj("value", context, remat.VALUE)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+    if mask is not None:
+      logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = nn.softmax(logits, axis=-1).astype(self.dtype)
     out = checkpoint_name(jnp.einsum("bhqk,bkhd->bqhd", weights, v), remat.CONTEXT)
     kernel = self.param("out_kernel", nn.with_logical_partitioning(
