@@ -9,6 +9,11 @@ set -- bridge data  # the extras setup_env.sh installs
 . "$repo/scripts/setup_env.sh"
 cd "$repo"
 export TF_CPP_MIN_LOG_LEVEL=3
+# One XLA compilation cache for this run: a program that several tests (or the processes they
+# start) compile is compiled once and loaded after that. Fresh per run: nothing stale is reused.
+cache_dir="$(mktemp -d)"
+trap 'rm -rf "$cache_dir"' EXIT
+export JAX_COMPILATION_CACHE_DIR="$cache_dir"
 # The fast suite and the slow end-to-end tests in one call (-m overrides pyproject's
 # "not slow"), so that both cores stay busy to the end; --dist loadfile: a test file's
 # module-scoped fixtures (compiled models, prepared videos) are built once, on one worker.
@@ -16,4 +21,4 @@ python -m pytest -q -n 2 --dist loadfile -m "not tpu" --durations=15 "${pytest_a
 # Pod compilation (tools/aot.py against TPU topologies): libtpu lives in its own venv, since
 # with libtpu installed every `import jax` probes for a TPU first.
 SYNCLIPMAE_VENV="$repo/.venv-tpu" bash "$repo/scripts/setup_env.sh" tpu
-"$repo/.venv-tpu/bin/python" -m pytest -q -m tpu tests/test_aot.py
+env -u JAX_COMPILATION_CACHE_DIR "$repo/.venv-tpu/bin/python" -m pytest -q -m tpu tests/test_aot.py

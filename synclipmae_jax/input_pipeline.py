@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 
-from data_pipelines import grain_pipeline, synthetic_dataset
+from data_pipelines import grain_pipeline, schema, synthetic_dataset
 
 DATA_SOURCES = ("synthetic", "array_record")
 
@@ -54,6 +54,26 @@ def labelled_paths(config, synthetic: dict) -> dict[str, list[str]]:
   params = dict(synthetic, image_size=config.model.image_size)
   return synthetic_dataset.ensure_labelled_dataset(_synthetic_directory(config, "labelled", params),
                                                    **params)
+
+
+def labelled_clips(config, *, pattern: str, synthetic: dict) -> dict[str, list[dict]]:
+  """{split: decoded clips (`grain_pipeline.load_eval_clips`)} of labelled data for the
+  downstream heads: the prepared shards of `pattern` grouped by their records' split, or the
+  labelled synthetic set with parameters `synthetic` (`labelled_paths`). Every split must hold
+  clips."""
+  if pattern:
+    paths = sorted(glob.glob(pattern))
+    if not paths:
+      raise ValueError(f"no shards match pattern={pattern!r}")
+    clips = grain_pipeline.load_eval_clips(paths)
+    by_split = {split: [c for c in clips if c["split"] == split] for split in schema.SPLITS}
+  else:
+    by_split = {split: grain_pipeline.load_eval_clips(p)
+                for split, p in labelled_paths(config, synthetic).items()}
+  empty = [split for split in schema.SPLITS if not by_split.get(split)]
+  if empty:
+    raise ValueError(f"the labelled data has no clips in split(s) {empty}")
+  return by_split
 
 
 def _synthetic_directory(config, kind: str, params: dict) -> str:

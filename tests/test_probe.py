@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from configs import demo
-from data_pipelines import schema, synthetic_dataset
-from synclipmae_jax import linear_probe, probe_metrics
+from data_pipelines import grain_pipeline, schema, synthetic_dataset
+from synclipmae_jax import frame_features, input_pipeline, linear_probe, probe_metrics
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.evaluators import probe as probe_evaluator
 from synclipmae_jax.models import synclipmae
@@ -89,7 +89,7 @@ def test_labelled_set_holds_unseen_speakers_split_by_speaker(tmp_path):
   assert {s: len(v) for s, v in identities.items()} == {"train": 3, "validation": 1, "test": 1}
   assert min(min(v) for v in identities.values()) >= synthetic_dataset.LABELLED_FIRST_IDENTITY
   for split, shards in paths.items():
-    for clip in probe_evaluator.grain_pipeline.load_eval_clips(shards):
+    for clip in grain_pipeline.load_eval_clips(shards):
       assert clip["split"] == split and clip["identity_id"] in identities[split]
       assert 0 <= clip["emotion"] < len(schema.EMOTION_NAMES)
       assert clip["actions"].shape == (6, len(schema.ACTION_NAMES))
@@ -174,7 +174,8 @@ def test_extraction_does_not_depend_on_the_call_size(tiny_run):
   entry = probe_evaluator.entry_of(checkpointing.read_config(workdir))
   evaluators.override(entry, SMALL, restored.config)
   model = synclipmae.build(restored.config.model)
-  clips = probe_evaluator.labelled_clips(entry, restored.config)
+  clips = input_pipeline.labelled_clips(restored.config, pattern=entry.pattern,
+                                        synthetic=entry.synthetic.to_dict())
   small = {s: c[:2] for s, c in clips.items()}
   whole = probe_evaluator.Evaluator(entry, restored.config, model=model, clips=small).extract(restored.params)
   entry.frames_per_call = 3
@@ -184,7 +185,7 @@ def test_extraction_does_not_depend_on_the_call_size(tiny_run):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
   # identity, vocal, ambient rows are the encoder's prompts; the last row the patch-token mean.
   frames = small["test"][0]["frames"]
-  fn = probe_evaluator.frame_features_fn(model)
+  fn = frame_features.frame_features_fn(model)
   direct = np.asarray(fn(restored.params, frames))
   np.testing.assert_allclose(direct, whole["test"][0], rtol=1e-5, atol=1e-5)
   _, prompts = model.apply({"params": restored.params}, *_all_patches(model, frames), method=model.encode)

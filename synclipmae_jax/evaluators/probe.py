@@ -5,7 +5,7 @@ set (`synthetic_dataset.ensure_labelled_dataset`: speakers no pretraining split 
 clip with its emotion and per-frame action flags), or prepared shards (`pattern`) whose
 records carry `split`, `emotion` and `actions` (schema.py; a clip without a label is left out
 of that task). Every frame goes once through the frozen encoder with all patches visible
-(`frame_features_fn`: its identity, vocal-motion and ambient-motion prompts and the mean patch
+(`frame_features`: its identity, vocal-motion and ambient-motion prompts and the mean patch
 token); clips of each length in `clip_frames` are the non-overlapping windows of that many
 frames of each clip, featured by the mean of their frames' features (`linear_probe`: the mean
 of frame logits). A window's emotion is its clip's; an action is present in a window when any
@@ -19,22 +19,15 @@ weight_decays, steps, frames_per_call.
 
 from __future__ import annotations
 
-import functools
-import glob
-
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from data_pipelines import grain_pipeline, schema
-from synclipmae_jax import config_defaults, input_pipeline, linear_probe, objective
-from synclipmae_jax.models import layers
+from data_pipelines import schema
+from synclipmae_jax import config_defaults, frame_features, input_pipeline, linear_probe
 
 TASKS = ("emotion", "actions")
 # Per-frame feature of the probe: the paper's mean of the two motion tokens, single prompt
 # tokens, the mean patch token, and concatenations.
 FEATURES = ("motion", "identity", "vocal", "ambient", "patch_mean", "prompts", "prompts_patch")
-_PARTS = ("identity", "vocal", "ambient", "patch_mean")  # the rows of frame_features_fn's output
 
 
 def validate(entry, config) -> list[str]:
@@ -68,26 +61,9 @@ def entry_of(config):
   return entry
 
 
-@functools.cache
-def frame_features_fn(model):
-  """Jitted (params, frames uint8 [F, H, W, 3]) -> [F, 4, D]: the identity, vocal-motion and
-  ambient-motion prompt tokens and the mean patch token of each frame, all patches visible."""
-  n = model.grid * model.grid
-
-  @jax.jit
-  def features(params, frames):
-    patches = objective.images_to_patches(objective.frames_to_unit(frames), model.patch_size)
-    keep = jnp.broadcast_to(jnp.arange(n), (patches.shape[0], n))
-    tokens, prompts = model.apply({"params": params}, patches, keep, method=model.encode)
-    out = jnp.concatenate([prompts, tokens.mean(1, keepdims=True)], axis=1)
-    return layers.constrain(out.astype(jnp.float32), None, None, None)
-
-  return features
-
-
 def frame_feature(parts: np.ndarray, feature: str) -> np.ndarray:
-  """The probe's per-frame feature `feature` (one of FEATURES) from frame_features_fn's [F, 4, D]."""
-  row = {name: parts[:, i] for i, name in enumerate(_PARTS)}
+  """The probe's per-frame feature `feature` (one of FEATURES) from frame_features.PARTS [F, 4, D]."""
+  row = {name: parts[:, i] for i, name in enumerate(frame_features.PARTS)}
   if feature == "motion":
     return 0.5 * (row["vocal"] + row["ambient"])
   if feature == "prompts":
@@ -97,48 +73,22 @@ def frame_feature(parts: np.ndarray, feature: str) -> np.ndarray:
   return row[feature]
 
 
-def labelled_clips(entry, config) -> dict[str, list[dict]]:
-  """{split: decoded clips (`grain_pipeline.load_eval_clips`)} of the probe's labelled data."""
-  if entry.pattern:
-    paths = sorted(glob.glob(entry.pattern))
-    if not paths:
-      raise ValueError(f"no shards match the probe's pattern={entry.pattern!r}")
-    clips = grain_pipeline.load_eval_clips(paths)
-    by_split = {split: [c for c in clips if c["split"] == split] for split in schema.SPLITS}
-  else:
-    paths = input_pipeline.labelled_paths(config, entry.synthetic.to_dict())
-    by_split = {split: grain_pipeline.load_eval_clips(p) for split, p in paths.items()}
-  empty = [split for split in schema.SPLITS if not by_split.get(split)]
-  if empty:
-    raise ValueError(f"the probe's labelled data has no clips in split(s) {empty}")
-  return by_split
-
-
 class Evaluator:
   """Holds the labelled clips; `run(params, frozen)` -> {"probe/emotion_acc@16": ..., ...}."""
 
   def __init__(self, entry, config, *, model, clips: dict | None = None, **unused):
-    """clips: `labelled_clips(entry, config)` when already loaded (tools probing several
-    encoders at one image size)."""
+    """clips: the options' `input_pipeline.labelled_clips` when already loaded (tools probing
+    several encoders at one image size)."""
     del unused  # the audio encoder and held-out sync clips: the probes use neither
     self.c = entry
-    self.features_fn = frame_features_fn(model)
-    self.clips = clips if clips is not None else labelled_clips(entry, config)
+    self.features_fn = frame_features.frame_features_fn(model)
+    self.clips = clips if clips is not None else input_pipeline.labelled_clips(
+        config, pattern=entry.pattern, synthetic=entry.synthetic.to_dict())
 
   def extract(self, params) -> dict[str, list[np.ndarray]]:
-    """{split: per clip, frame_features_fn's [N, 4, D]}: every frame through the encoder once,
-    frames_per_call at a time (the last call padded, so one compilation serves all)."""
-    out = {}
-    for split, clips in self.clips.items():
-      frames = np.concatenate([c["frames"] for c in clips])
-      step = self.c.frames_per_call
-      parts = []
-      for s in range(0, len(frames), step):
-        chunk = frames[s:s + step]
-        padded = np.concatenate([chunk, np.zeros((step - len(chunk),) + chunk.shape[1:], chunk.dtype)])
-        parts.append(np.asarray(self.features_fn(params, padded))[:len(chunk)])
-      out[split] = np.split(np.concatenate(parts), np.cumsum([len(c["frames"]) for c in clips])[:-1])
-    return out
+    """{split: per clip, frame_features.PARTS [N, 4, D]}: every frame through the encoder once."""
+    return {split: frame_features.extract(self.features_fn, params, clips, self.c.frames_per_call)
+            for split, clips in self.clips.items()}
 
   def windows(self, features: dict[str, list[np.ndarray]], task: str, length: int):
     """{split: linear_probe.Split} of `task` over the windows of `length` frames."""
