@@ -5,7 +5,7 @@ starts) beside `checkpoints/<step>/{state,iter}` (orbax: the train state and, pe
 the grain iterator).
 
 Training uses `make_manager`, `restore_or_initialize` (resume, or initialise a fresh run and
-load the pretrained weights of `config.model.init`), `maybe_save_checkpoint` (the save
+pass it through the task's initialisation, e.g. the pretrained weights of `config.model.init`), `maybe_save_checkpoint` (the save
 policy: every `checkpoint_every_steps`, the last step, and a preemption) and
 `PreemptionWatcher` (SIGTERM on any process -> every process saves the same step).
 
@@ -30,7 +30,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from synclipmae_jax import experiment as experiment_lib
-from synclipmae_jax import sharding, weights
+from synclipmae_jax import sharding
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -74,12 +74,13 @@ def make_manager(workdir: str, config) -> ocp.CheckpointManager:
           max_to_keep=config.keep_checkpoints, enable_async_checkpointing=True))
 
 
-def restore_or_initialize(manager: ocp.CheckpointManager, exp: experiment_lib.Experiment,
-                          train_iter):
+def restore_or_initialize(manager: ocp.CheckpointManager, exp, train_iter,
+                          initialize: Callable = lambda state: state):
   """The latest checkpoint's state and iterator position, or a fresh state.
 
-  A fresh state is randomly initialised from `config.seed` and then gets the pretrained
-  weights of `config.model.init` (a resumed run ignores them: it has its own).
+  A fresh state is randomly initialised from `config.seed` and then goes through the task's
+  `initialize` (pretraining loads the pretrained weights of `config.model.init` there; a resumed
+  run ignores them: it has its own).
   """
   config = exp.config
   if manager.latest_step() is not None:
@@ -90,11 +91,7 @@ def restore_or_initialize(manager: ocp.CheckpointManager, exp: experiment_lib.Ex
     return restored.state
   with exp.scope():
     state = exp.init(jax.random.PRNGKey(config.seed))
-  if any(config.model.init.values()):
-    state, reports = weights.load_into_state(config, state, exp.abstract_state)
-    for report in reports:
-      logging.info("%s", report.format())
-  return state
+  return initialize(state)
 
 
 def maybe_save_checkpoint(manager: ocp.CheckpointManager, step: int, state, train_iter, *,

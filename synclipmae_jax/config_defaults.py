@@ -28,6 +28,7 @@ DEFAULT_RULES = (
     ("audio_heads", "tensor"),
     ("audio_mlp", "tensor"),
     ("audio_conv", "fsdp"),
+    ("vocab", None),  # lip reading's output units (tens to a few thousand)
     ("act_embed", None),
     ("act_mlp", "tensor"),
     ("act_heads", "tensor"),
@@ -139,5 +140,51 @@ def probe_eval_config(**overrides) -> ml_collections.ConfigDict:
       clip_frames=(16, 80), tasks=("emotion", "actions"), feature="motion",
       learning_rates=(1e-3, 1e-2, 1e-1), weight_decays=(0.0, 1e-3, 1e-1), steps=500,
       frames_per_call=256))
+  c.update(overrides)
+  return c
+
+
+def vsr_config() -> ml_collections.ConfigDict:
+  """The lip-reading head (paper 4.3; `task="vsr"`, tasks/vsr.py): a Conformer encoder and a
+  Transformer decoder over SentencePiece units trained with the hybrid CTC/attention loss on the
+  vocal-motion tokens of a frozen pretrained SyncLipMAE (`encoder.workdir`)."""
+  c = ml_collections.ConfigDict()
+  c.task = "vsr"
+  c.seed = 0
+  c.num_train_steps = 2000
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 500
+  c.keep_checkpoints = 3
+  c.profile_steps = 0
+  # The frozen encoder: a pretraining workdir, its checkpoint (0 = the latest), or with
+  # random_init its run's initialisation (the random-encoder baseline).
+  c.encoder = ml_collections.ConfigDict(dict(workdir="", step=0, random_init=False))
+  c.data = ml_collections.ConfigDict(dict(
+      pattern="",  # prepared shards with train / validation / test records and transcripts
+      # "" = the labelled synthetic set of unseen speakers (synthetic_dataset.ensure_labelled_dataset)
+      synthetic=dict(num_identities=40, clips_per_identity=6, clip_frames=80, seed=0),
+      directory="",  # where the synthetic set is generated ("" = next to the encoder run's data)
+      global_batch_size=16, max_frames=80, max_units=64, frames_per_call=256))
+  c.units = ml_collections.ConfigDict(dict(vocab_size=64, model_type="unigram"))
+  c.model = ml_collections.ConfigDict(dict(
+      width=144, encoder_depth=4, decoder_depth=2, num_heads=4, mlp_dim=576, conv_kernel=15,
+      causal_conv=False, dtype="float32"))
+  c.loss = ml_collections.ConfigDict(dict(ctc_weight=0.1, label_smoothing=0.1))
+  c.optim = ml_collections.ConfigDict(dict(
+      learning_rate=1e-3, warmup_steps=200, final_lr_fraction=0.01, weight_decay=0.05,
+      b1=0.9, b2=0.98, grad_clip_norm=1.0))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.sharding = ml_collections.ConfigDict()
+  c.sharding.logical_axis_rules = DEFAULT_RULES
+  c.evals = ml_collections.ConfigDict()
+  c.evals.vsr = vsr_eval_config()
+  return c
+
+
+def vsr_eval_config(**overrides) -> ml_collections.ConfigDict:
+  """WER / CER of the lip-reading head (paper 4.3, Table 5) with the joint CTC/attention beam
+  search on a split of the labelled data (num_clips 0 = all of it)."""
+  c = ml_collections.ConfigDict(dict(
+      type="vsr", every_steps=500, split="validation", num_clips=0, beam=10, ctc_weight=0.1))
   c.update(overrides)
   return c

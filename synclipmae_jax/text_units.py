@@ -26,6 +26,11 @@ def train(transcripts: list[str], *, vocab_size: int, model_type: str = "unigram
   sentences = [t.strip() for t in transcripts if t.strip()]
   if not sentences:
     raise ValueError("no non-empty transcripts to train the units from")
+  # Every character of the corpus (and the word-boundary piece) must be a unit of its own.
+  required = len(set("".join(sentences).replace(" ", ""))) + 1 + END + 1
+  if vocab_size < required:
+    raise ValueError(f"vocab_size={vocab_size} is smaller than the {required} units the transcripts "
+                     f"need (their characters, the word boundary and {END + 1} reserved ids)")
   out = io.BytesIO()
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(sentences), model_writer=out, vocab_size=vocab_size,
@@ -55,4 +60,6 @@ class Units:
     return self.processor.encode(text.strip())
 
   def decode(self, ids) -> str:
-    return self.processor.decode([int(i) for i in ids if int(i) > END])
+    """Text of unit ids; reserved ids, and ids beyond this model's pieces (a head may have more
+    outputs than a small corpus gave pieces), are dropped."""
+    return self.processor.decode([int(i) for i in ids if END < int(i) < self.vocab_size])

@@ -1,7 +1,9 @@
-"""SyncLipMAE pretraining: one linear `train_and_evaluate` in banner sections (big_vision).
+"""Training: one linear `train_and_evaluate` in banner sections (big_vision).
 
 config -> mesh -> input -> experiment (model, state shapes, jitted steps) -> checkpoint ->
-evaluators -> loop. Nothing in the step assumes one device: the batch is assembled from
+evaluators -> loop. What is trained is the task of `config.task` (`tasks/`: SyncLipMAE
+pretraining by default, or the lip-reading head), which supplies the input, the experiment,
+the fresh state's initialisation, the evaluators' inputs and the periodic images. Nothing in the step assumes one device: the batch is assembled from
 each process's slice with `jax.make_array_from_process_local_data` and the step is
 `jax.jit` with explicit in/out shardings over the (data, fsdp, tensor) mesh, donating the
 train state. The loop body delegates to `progress` (periods, means, timing, the non-finite
@@ -17,21 +19,20 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 import jax
 
-from data_pipelines import grain_pipeline
-from synclipmae_jax import checkpointing, config_validation, console, experiment, input_pipeline
-from synclipmae_jax import progress, sharding, visualize
+from synclipmae_jax import checkpointing, console, progress, sharding, tasks
 from synclipmae_jax.evaluators import common as evaluators
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   """Trains (resuming from `workdir` if it holds a checkpoint); returns the last metrics."""
   # ---------------------------------------------------------------- config & workdir
-  config_validation.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
+  task = tasks.get(config)
+  task.validate(config, num_devices=jax.device_count(), process_count=jax.process_count())
   os.makedirs(workdir, exist_ok=True)
   log_path = console.log_to_workdir(workdir)
   logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
-  for warning in config_validation.init_warnings(config):
+  for warning in task.init_warnings(config):
     logging.warning("%s", warning)  # the console shows warnings, and log.txt keeps them
   checkpointing.save_config(config, workdir)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
@@ -42,24 +43,20 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   b = config.data.global_batch_size
 
   # ---------------------------------------------------------------- input
-  train_paths, eval_paths = input_pipeline.dataset_paths(config)
-  train_iter = grain_pipeline.make_train_iterator(
-      input_pipeline.train_dataset(config, train_paths, process_index=jax.process_index(),
-                                   process_count=jax.process_count()),
-      worker_count=config.data.worker_count, worker_buffer_size=config.data.worker_buffer_size)
+  train_iter, eval_inputs = task.make_input(config, workdir)
 
   # ---------------------------------------------------------------- model, sharding & steps
-  exp = experiment.build(config, mesh)
-  console.show(console.config_summary(config, exp, log_path))
+  exp = task.build(config, mesh)
+  console.show(task.summary(config, exp, log_path))
 
   # ---------------------------------------------------------------- checkpoint
   manager = checkpointing.make_manager(workdir, config)
-  state = checkpointing.restore_or_initialize(manager, exp, train_iter)
+  state = checkpointing.restore_or_initialize(manager, exp, train_iter,
+                                             lambda fresh: task.initialize(exp, fresh))
   step = first_step = int(state.step)
 
   # ---------------------------------------------------------------- evaluators
-  evals = evaluators.from_config(config, model=exp.model, audio_encoder=exp.audio_encoder,
-                                 eval_paths=eval_paths)
+  evals = evaluators.from_config(config, **task.evaluator_kwargs(exp, eval_inputs))
 
   def run_evals(step, final, before=lambda: None):
     results = {}
@@ -102,9 +99,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
           last = {**pending.pop_means(), **chrono.pop(step)}
           writer.write_scalars(step, last)
           console.show(console.progress_line(step, config.num_train_steps, last))
-        if progress.itstime(step, config.image_every_steps, final):
+        if task.write_images and progress.itstime(step, config.image_every_steps, final):
           sync()
-          write_reconstructions(writer, exp, state, batch, step)
+          task.write_images(writer, exp, state, batch, step)
         last.update(run_evals(step, final, before=sync))
         stop = preemption.stop_reason(step)
         checkpointing.maybe_save_checkpoint(
@@ -127,13 +124,3 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       json.dump({"step": step, **{k: float(v) for k, v in last.items()}}, f, indent=1, sort_keys=True)
   return last
 
-
-def write_reconstructions(writer, exp, state, batch, step: int) -> None:
-  """Original / masked view / video-driven / audio-driven reconstruction of the first clip."""
-  m = exp.config.model
-  with exp.scope():
-    vis = jax.device_get(exp.visual_step(state, batch))
-  image = visualize.reconstruction_grid(
-      vis["targets"], vis["context_keep"], vis["pred_video"], vis["pred_audio"],
-      patch=m.patch_size, grid=m.image_size // m.patch_size, norm_pix=exp.config.loss.norm_pix)
-  writer.write_images(step, {"reconstructions": image[None]})

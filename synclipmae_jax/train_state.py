@@ -34,7 +34,7 @@ class StepFunctions:
 
   init: Callable  # rng -> boxed TrainState (use nn.unbox)
   train_step: Callable  # (state, batch) -> (state, metrics)
-  visual_step: Callable  # (state, batch) -> reconstructions of the first clip
+  visual_step: Callable | None  # (state, batch) -> reconstructions of the first clip; None: none
   dummy_batch: dict  # jax.ShapeDtypeStruct of every field of one global batch
 
 
@@ -107,7 +107,8 @@ def make(config, model, audio_encoder, tx: optax.GradientTransformation, schedul
 
 
 def jit_all(fns: StepFunctions, mesh, rules, rng):
-  """Abstract state with shardings, and the jitted init / train / visual functions."""
+  """Abstract state with shardings, and the jitted init / train / visual (None if fns has none)
+  functions."""
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     boxed = jax.eval_shape(fns.init, rng)
   shardings = sharding.tree_shardings(boxed, mesh, rules)
@@ -118,6 +119,6 @@ def jit_all(fns: StepFunctions, mesh, rules, rng):
     init = jax.jit(lambda r: nn.unbox(fns.init(r)), out_shardings=shardings)
     train_step = jax.jit(fns.train_step, in_shardings=(shardings, batch),
                          out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
-    visual_step = jax.jit(fns.visual_step, in_shardings=(shardings, batch),
-                          out_shardings=sharding.replicated(mesh))
+    visual_step = fns.visual_step and jax.jit(fns.visual_step, in_shardings=(shardings, batch),
+                                              out_shardings=sharding.replicated(mesh))
   return abstract, init, train_step, visual_step

@@ -162,5 +162,7 @@ def test_units_from_transcripts_keep_the_reserved_ids():
     assert min(ids) > text_units.END and units.decode(ids) == t
   again = text_units.Units(units.model_bytes)
   assert again.encode(transcripts[0]) == units.encode(transcripts[0])
+  with pytest.raises(ValueError, match="vocab_size=10 is smaller than the 26 units"):
+    text_units.train(transcripts, vocab_size=10)  # 21 characters, the boundary, 4 reserved ids
   with pytest.raises(ValueError, match="no non-empty transcripts"):
     text_units.train(["", " "], vocab_size=10)

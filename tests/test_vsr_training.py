@@ -1,0 +1,111 @@
+"""Lip reading trained by the trainer (`config.task="vsr"`, configs/vsr.py:tiny) on the frozen
+encoder of the shared tiny run: the run, its evaluator (WER / CER), resume == uninterrupted,
+sharded steps == single-device steps, and bad configs."""
+
+import os
+import shutil
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import vsr as vsr_config
+from synclipmae_jax import sharding, train
+from synclipmae_jax.evaluators import vsr as vsr_evaluator
+from synclipmae_jax.tasks import vsr as vsr_task
+
+pytestmark = pytest.mark.slow
+
+
+def _config(encoder_workdir, **mesh):
+  config = vsr_config.get_config("tiny")
+  config.encoder.workdir = encoder_workdir
+  config.mesh.update(mesh or dict(data=2, fsdp=2, tensor=2))
+  return config
+
+
+def _params(workdir, step):
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  with ocp.StandardCheckpointer() as checkpointer:
+    return jax.device_get(checkpointer.restore(path)["params"])
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_run, tmp_path_factory):
+  _, encoder, _ = tiny_run
+  root = tmp_path_factory.mktemp("vsr")
+  straight, resumed = str(root / "straight"), str(root / "resumed")
+  metrics = train.train_and_evaluate(_config(encoder), straight)
+  shutil.copytree(straight, resumed)
+  shutil.rmtree(os.path.join(resumed, "checkpoints", "4"))
+  train.train_and_evaluate(_config(encoder), resumed)
+  return metrics, straight, resumed
+
+
+def test_the_trainer_trains_the_head_and_evaluates_wer_and_cer(runs):
+  metrics, straight, _ = runs
+  for name in ("loss/total", "loss/ctc", "loss/attention", "vsr/wer", "vsr/cer"):
+    assert np.isfinite(metrics[name]), name
+  assert metrics["vsr/wer"] >= 0 and metrics["vsr/cer"] >= 0
+  assert os.path.isfile(os.path.join(straight, vsr_task.UNITS_FILE))
+  assert sorted(int(s) for s in os.listdir(os.path.join(straight, "checkpoints")) if s.isdigit()) == [2, 4]
+
+
+def test_resumed_run_reproduces_the_uninterrupted_one(runs):
+  _, straight, resumed = runs
+  for a, b in zip(jax.tree.leaves(_params(straight, 4)), jax.tree.leaves(_params(resumed, 4))):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_sharded_steps_equal_single_device_steps(tiny_run):
+  _, encoder, _ = tiny_run
+  states, rng = {}, np.random.default_rng(0)
+  config = _config(encoder)
+  b, t, l = config.data.global_batch_size, config.data.max_frames, config.data.max_units
+  batches = [{"features": rng.normal(size=(b, t, vsr_task.feature_dim(config))).astype(np.float32),
+              "frame_mask": np.arange(t)[None] < rng.integers(t // 2, t + 1, (b, 1)),
+              "units": rng.integers(4, config.units.vocab_size, (b, l)).astype(np.int32),
+              "unit_mask": np.arange(l)[None] < rng.integers(1, l + 1, (b, 1))} for _ in range(3)]
+  for name, mesh_shape, devices in (("one", dict(data=1, fsdp=1, tensor=1), jax.devices()[:1]),
+                                    ("eight", dict(data=2, fsdp=2, tensor=2), jax.devices())):
+    config = _config(encoder, **mesh_shape)
+    mesh = sharding.make_mesh(config.mesh, devices)
+    exp = vsr_task.build(config, mesh)
+    with exp.scope():
+      state = exp.init(jax.random.PRNGKey(0))
+      for batch in batches:
+        state, metrics = exp.train_step(state, sharding.global_batch(batch, mesh))
+    states[name] = (jax.device_get(state.params), float(metrics["loss/total"]))
+  assert states["one"][1] == pytest.approx(states["eight"][1], rel=1e-5)
+  eight = dict(jax.tree_util.tree_leaves_with_path(states["eight"][0]))
+  for path, a in jax.tree_util.tree_leaves_with_path(states["one"][0]):
+    name = jax.tree_util.keystr(path)
+    if name.endswith("['key_bias']"):
+      # Zero gradient in exact arithmetic (softmax ignores a per-query constant): Adam turns the
+      # rounding noise, which depends on the reduction order, into steps of about the learning
+      # rate, so only their size is comparable.
+      assert np.abs(a).max() < 1e-5 and np.abs(eight[path]).max() < 1e-5, name
+      continue
+    np.testing.assert_allclose(a, eight[path], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_error_rates_are_jiwers_on_constructed_strings():
+  # One substitution (b -> x) and one deletion (e) against six reference words.
+  rates = vsr_evaluator.error_rates(["a b c d e f", "g h"], ["a x c d f", "g h"])
+  assert rates["wer"] == pytest.approx(100 * 2 / 8)
+  # Characters: "a b c d e f" -> "a x c d f" is one substitution and two deletions ("e ").
+  assert rates["cer"] == pytest.approx(100 * 3 / (11 + 3))
+
+
+def test_bad_configs_name_their_fields(tmp_path):
+  config = vsr_config.get_config("tiny")
+  with pytest.raises(ValueError, match="encoder.workdir is required"):
+    vsr_task.validate(config, num_devices=8, process_count=1)
+  config.encoder.workdir = str(tmp_path)
+  config.loss.ctc_weight = 1.5
+  config.evals.vsr.beam = 0
+  with pytest.raises(ValueError) as e:
+    vsr_task.validate(config, num_devices=8, process_count=1)
+  for field in ("is not a training workdir", "loss.ctc_weight=1.5", "evals.vsr.beam=0"):
+    assert field in str(e.value)
