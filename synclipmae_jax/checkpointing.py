@@ -29,8 +29,7 @@ from jax.experimental import multihost_utils
 import ml_collections
 import orbax.checkpoint as ocp
 
-from synclipmae_jax import experiment as experiment_lib
-from synclipmae_jax import sharding
+from synclipmae_jax import sharding, tasks
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -155,7 +154,7 @@ class Restored:
 
   config: ml_collections.ConfigDict  # the training config (`workdir/config.json`)
   step: int
-  params: Any  # trainable SyncLipMAE parameters: model.apply({"params": params}, ...)
+  params: Any  # the task's trainable parameters (SyncLipMAE, or the lip-reading head)
   frozen: Any  # the frozen audio encoder's parameters ({} for the mel front end)
 
 
@@ -167,15 +166,16 @@ def steps(workdir: str) -> list[int]:
   return sorted(ocp.utils.checkpoint_steps(directory))
 
 
-def _reading_experiment(config, mesh) -> experiment_lib.Experiment:
-  """The experiment of `config` on `mesh` (default: this process's first device), with the
-  batch-dependent sizes (which do not enter the parameters) set for that mesh."""
+def _reading_experiment(config, mesh):
+  """The experiment of `config`'s task on `mesh` (default: this process's first device), with
+  the batch-dependent sizes (which do not enter the parameters) set for that mesh."""
   if mesh is None:
     mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1), jax.local_devices()[:1])
   config_here = ml_collections.ConfigDict(config.to_dict())
   config_here.data.global_batch_size = sharding.num_batch_shards(mesh)
-  config_here.loss.contrastive.group_size = 0
-  return experiment_lib.build(config_here, mesh)
+  if tasks.name_of(config) == "pretrain":
+    config_here.loss.contrastive.group_size = 0
+  return tasks.get(config).build(config_here, mesh)
 
 
 def load(workdir: str, step: int | None = None, *, mesh=None) -> Restored:

@@ -162,12 +162,12 @@ def vsr_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       pattern="",  # prepared shards with train / validation / test records and transcripts
       # "" = the labelled synthetic set of unseen speakers (synthetic_dataset.ensure_labelled_dataset)
-      synthetic=dict(num_identities=40, clips_per_identity=6, clip_frames=80, seed=0),
+      synthetic=dict(num_identities=40, clips_per_identity=20, clip_frames=80, seed=0),
       directory="",  # where the synthetic set is generated ("" = next to the encoder run's data)
       global_batch_size=16, max_frames=80, max_units=64, frames_per_call=256))
   c.units = ml_collections.ConfigDict(dict(vocab_size=64, model_type="unigram"))
   c.model = ml_collections.ConfigDict(dict(
-      width=144, encoder_depth=4, decoder_depth=2, num_heads=4, mlp_dim=576, conv_kernel=15,
+      width=96, encoder_depth=3, decoder_depth=1, num_heads=4, mlp_dim=384, conv_kernel=15,
       causal_conv=False, dtype="float32"))
   c.loss = ml_collections.ConfigDict(dict(ctc_weight=0.1, label_smoothing=0.1))
   c.optim = ml_collections.ConfigDict(dict(

@@ -14,6 +14,7 @@ from configs import vsr as vsr_config
 from synclipmae_jax import sharding, train
 from synclipmae_jax.evaluators import vsr as vsr_evaluator
 from synclipmae_jax.tasks import vsr as vsr_task
+from synclipmae_jax.tools import vsr_eval
 
 pytestmark = pytest.mark.slow
 
@@ -109,3 +110,18 @@ def test_bad_configs_name_their_fields(tmp_path):
     vsr_task.validate(config, num_devices=8, process_count=1)
   for field in ("is not a training workdir", "loss.ctc_weight=1.5", "evals.vsr.beam=0"):
     assert field in str(e.value)
+
+
+def test_vsr_eval_reproduces_the_runs_evaluation_and_decodes_the_test_split(runs):
+  metrics, straight, _ = runs
+  again = vsr_eval.evaluate(straight, options={"split": "validation"})
+  assert again["step"] == 4
+  for name in ("vsr/wer", "vsr/cer"):
+    assert again["metrics"][name] == pytest.approx(metrics[name])
+  test = vsr_eval.evaluate(straight, options={"beam": 1, "ctc_weight": 0.0})
+  assert test["options"]["split"] == "test" and len(test["utterances"]) == 3  # 1 speaker x 3 clips
+  for row in test["utterances"]:
+    assert row["reference"] and isinstance(row["hypothesis"], str)
+  assert "| clip | reference | hypothesis |" in vsr_eval.markdown(test)
+  with pytest.raises(ValueError, match="split='dev' must be one of"):
+    vsr_eval.evaluate(straight, options={"split": "dev"})

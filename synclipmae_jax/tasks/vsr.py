@@ -142,9 +142,8 @@ def _units(config, workdir: str, train_clips: list[dict]) -> text_units.Units:
   return units
 
 
-def make_input(config, workdir: str):
-  """(this process's Grain iterator of training batches, the evaluators' inputs: the units and
-  the utterances of every split)."""
+def load_utterances(config, workdir: str) -> tuple[text_units.Units, dict[str, list[dict]]]:
+  """(the run's units, {split: utterances}): the labelled clips through the frozen encoder."""
   encoder = frozen_encoder(config)
   data_config = ml_collections.ConfigDict(encoder.config.to_dict())
   if config.data.directory:
@@ -158,6 +157,13 @@ def make_input(config, workdir: str):
               for split, c in clips.items()}
   logging.info("lip reading: %s utterances, %d units",
                {s: len(u) for s, u in by_split.items()}, units.vocab_size)
+  return units, by_split
+
+
+def make_input(config, workdir: str):
+  """(this process's Grain iterator of training batches, the evaluators' inputs: the units and
+  the utterances of every split)."""
+  units, by_split = load_utterances(config, workdir)
   train = [vsr_data.pad(u, config.data.max_frames, config.data.max_units) for u in by_split["train"]]
   per_process = config.data.global_batch_size // jax.process_count()
   ds = grain.MapDataset.source(train).shuffle(config.seed).repeat()
