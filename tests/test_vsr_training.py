@@ -14,7 +14,9 @@ from configs import vsr as vsr_config
 from synclipmae_jax import sharding, train
 from synclipmae_jax.evaluators import vsr as vsr_evaluator
 from synclipmae_jax.tasks import vsr as vsr_task
-from synclipmae_jax.tools import vsr_eval
+from synclipmae_jax.tools import downstream_table, vsr_eval
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.slow
 
@@ -125,3 +127,24 @@ def test_vsr_eval_reproduces_the_runs_evaluation_and_decodes_the_test_split(runs
   assert "| clip | reference | hypothesis |" in vsr_eval.markdown(test)
   with pytest.raises(ValueError, match="split='dev' must be one of"):
     vsr_eval.evaluate(straight, options={"split": "dev"})
+
+
+def test_downstream_table_has_a_row_per_encoder_with_probes_and_lip_reading(tiny_run, runs, tmp_path):
+  _, encoder, _ = tiny_run
+  # The heads are taken as trained (the table keeps finished runs): copies of the tiny head, so
+  # that this test exercises the table, not three more trainings.
+  for name in ("pretrained", "random_init", "plain_MAE"):
+    shutil.copytree(runs[1], tmp_path / f"vsr_{name}")
+  probe = {"synthetic": {"num_identities": 5, "clips_per_identity": 3, "clip_frames": 24, "seed": 0},
+           "clip_frames": [8], "steps": 10, "learning_rates": [0.01], "weight_decays": [0.0]}
+  report = downstream_table.table(encoder, str(tmp_path), baseline_workdir=encoder,
+                                  vsr_config=os.path.join(REPO, "configs/vsr.py:tiny"),
+                                  probe_options=probe)
+  assert [r["name"] for r in report["rows"]] == ["pretrained", "random init", "plain MAE"]
+  for row in report["rows"]:
+    assert set(row["probe"]) >= {"probe/emotion_acc@8", "probe/actions_auc@8"}
+    assert np.isfinite(row["vsr"]["vsr/wer"]) and os.path.isdir(row["vsr_workdir"])
+  with open(tmp_path / downstream_table.REPORT_MD) as f:
+    lines = f.read().splitlines()
+  assert lines[0].startswith("| encoder | emotion ACC @8 |") and lines[0].endswith("| VSR WER | VSR CER |")
+  assert len(lines) == 5

@@ -7,21 +7,17 @@ and returns the sweep index: per run its name, overrides, workdir and training f
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 
+from synclipmae_jax import config_files
 from synclipmae_jax.sweeps import hyper
 
 
 def load_sweep(config_arg: str) -> tuple[list[dict], object]:
   """`path/to/config.py[:variant]` -> (the file's get_hyper(hyper), its get_config(variant))."""
   path, _, variant = config_arg.partition(":")
-  if not os.path.isfile(path):
-    raise ValueError(f"config file {path!r} does not exist")
-  spec = importlib.util.spec_from_file_location("_swept_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_files.module_of(path)
   if not hasattr(module, "get_hyper"):
     raise ValueError(f"{path} declares no sweep (a get_hyper(hyper) function)")
   return module.get_hyper(hyper), module.get_config(variant or None)
