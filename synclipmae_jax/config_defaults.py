@@ -105,19 +105,30 @@ def base_config() -> ml_collections.ConfigDict:
       temperature=0.07, neighbor_delta=0, similarity_threshold=0.95,
       group_size=0))  # 0 = the per-device batch; threshold > 1 disables similarity positives
 
-  c.optim = ml_collections.ConfigDict(dict(
-      learning_rate=1e-3, warmup_steps=100, final_lr_fraction=0.01, weight_decay=0.05,
-      b1=0.9, b2=0.95, grad_clip_norm=1.0))
-
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  c.sharding = ml_collections.ConfigDict()
-  c.sharding.logical_axis_rules = DEFAULT_RULES
+  c.optim = optim_config()
+  _set_mesh_and_sharding(c)
 
   # Evaluators by name (big_vision's `config.evals`): each entry's `type` names a module of
   # synclipmae_jax/evaluators; `every_steps` is its period; the rest are its own options.
   c.evals = ml_collections.ConfigDict()
   c.evals.sync = sync_eval_config()
   return c
+
+
+def optim_config(**overrides) -> ml_collections.ConfigDict:
+  """AdamW with warm-up and cosine decay (`optimizer.make`)."""
+  c = ml_collections.ConfigDict(dict(
+      learning_rate=1e-3, warmup_steps=100, final_lr_fraction=0.01, weight_decay=0.05,
+      b1=0.9, b2=0.95, grad_clip_norm=1.0))
+  c.update(overrides)
+  return c
+
+
+def _set_mesh_and_sharding(c) -> None:
+  """The device mesh (data x fsdp x tensor; -1 = the devices left) and the logical-axis rules."""
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.sharding = ml_collections.ConfigDict()
+  c.sharding.logical_axis_rules = DEFAULT_RULES
 
 
 def sync_eval_config(**overrides) -> ml_collections.ConfigDict:
@@ -170,12 +181,8 @@ def vsr_config() -> ml_collections.ConfigDict:
       width=96, encoder_depth=3, decoder_depth=1, num_heads=4, mlp_dim=384, conv_kernel=15,
       causal_conv=False, dtype="float32"))
   c.loss = ml_collections.ConfigDict(dict(ctc_weight=0.1, label_smoothing=0.1))
-  c.optim = ml_collections.ConfigDict(dict(
-      learning_rate=1e-3, warmup_steps=200, final_lr_fraction=0.01, weight_decay=0.05,
-      b1=0.9, b2=0.98, grad_clip_norm=1.0))
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  c.sharding = ml_collections.ConfigDict()
-  c.sharding.logical_axis_rules = DEFAULT_RULES
+  c.optim = optim_config(warmup_steps=200, b2=0.98)
+  _set_mesh_and_sharding(c)
   c.evals = ml_collections.ConfigDict()
   c.evals.vsr = vsr_eval_config()
   return c

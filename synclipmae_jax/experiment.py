@@ -8,11 +8,9 @@ the state exists as shapes (`jax.eval_shape`) until `init` is called.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from typing import Any, Callable
 
-import flax.linen as nn
 import jax
 from jax.sharding import Mesh
 
@@ -40,11 +38,9 @@ class Experiment:
   abstract_batch: dict  # ShapeDtypeStructs of one global batch, with the batch sharding
   step_flops: float  # analytical FLOPs of one train step (`flops.train_step_flops`)
 
-  @contextlib.contextmanager
   def scope(self):
     """The mesh and logical-axis rules under which the jitted functions run."""
-    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-      yield
+    return sharding.scope(self.mesh, self.rules)
 
   @property
   def num_params(self) -> int:

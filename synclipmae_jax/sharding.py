@@ -7,6 +7,7 @@ config's `sharding.logical_axis_rules` says.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import flax.linen as nn
@@ -16,6 +17,13 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
+
+
+@contextlib.contextmanager
+def scope(mesh: Mesh, rules):
+  """The mesh and logical-axis rules under which a run's jitted functions are traced and run."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
 
 
 def mesh_shape(mesh_config, num_devices: int) -> tuple[int, ...]:

@@ -109,12 +109,12 @@ def make(config, model, audio_encoder, tx: optax.GradientTransformation, schedul
 def jit_all(fns: StepFunctions, mesh, rules, rng):
   """Abstract state with shardings, and the jitted init / train / visual (None if fns has none)
   functions."""
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+  with sharding.scope(mesh, rules):
     boxed = jax.eval_shape(fns.init, rng)
   shardings = sharding.tree_shardings(boxed, mesh, rules)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           nn.unbox(boxed), shardings)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+  with sharding.scope(mesh, rules):
     batch = sharding.batch_sharding(mesh)
     init = jax.jit(lambda r: nn.unbox(fns.init(r)), out_shardings=shardings)
     train_step = jax.jit(fns.train_step, in_shardings=(shardings, batch),

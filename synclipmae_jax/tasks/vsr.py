@@ -14,13 +14,11 @@ taking its block of every global batch, sharded over data x fsdp like pretrainin
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 from typing import Any, Callable
 
 from absl import logging
-import flax.linen as nn
 import grain
 import jax
 import jax.numpy as jnp
@@ -53,10 +51,9 @@ class VsrExperiment:
   abstract_batch: dict
   step_flops: float  # XLA's count for the lowered step
 
-  @contextlib.contextmanager
   def scope(self):
-    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-      yield
+    """The mesh and logical-axis rules under which the jitted functions run."""
+    return sharding.scope(self.mesh, self.rules)
 
   @property
   def num_params(self) -> int:
@@ -228,7 +225,7 @@ def build(config, mesh) -> VsrExperiment:
   batch_sharding = sharding.batch_sharding(mesh)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
            for k, v in fns.dummy_batch.items()}
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+  with sharding.scope(mesh, rules):
     cost = step.lower(abstract, batch).cost_analysis() or {}
   return VsrExperiment(config=config, mesh=mesh, rules=rules, model=model, tx=tx,
                        schedule=schedule, abstract_state=abstract, init=init, train_step=step,
