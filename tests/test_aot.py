@@ -177,6 +177,26 @@ def test_remat_search_chooses_the_fewest_flops_that_fit_at_the_largest_batch():
     remat_search.search(tiny_config(), jax.devices(), [1], ["none", "dots"], min_headroom=0.15)
 
 
+def test_remat_search_resumes_from_its_json_without_compiling_the_rows_it_has(tmp_path):
+  config = tiny_config()
+  done = [search_row("full", 1, False, 1.3), search_row("qkv_proj", 1, True, 1.2)]
+  # Both candidates are done: nothing is compiled (the local CPU devices have no HBM size, so
+  # a compile would fail), and the first-fit search stops at the fitting row it already has.
+  result = remat_search.search(config, jax.devices(), [1], ["full", "qkv_proj", "none"],
+                               min_headroom=0.15, first_fit=True, done_rows=done)
+  assert result["rows"] == done and result["choice"]["candidate"] == "qkv_proj"
+
+  path = tmp_path / "search.json"
+  assert remat_search.resumable_rows(str(path), "v5p:2x2x2", config, 0.15) == []
+  path.write_text(json.dumps({"topology": "v5p:2x2x2", "min_headroom": 0.15,
+                              "num_train_steps": config.num_train_steps, "rows": done}))
+  assert remat_search.resumable_rows(str(path), "v5p:2x2x2", config, 0.15) == done
+  with pytest.raises(ValueError, match="v6e:16x16"):
+    remat_search.resumable_rows(str(path), "v6e:16x16", config, 0.15)
+  with pytest.raises(ValueError, match="min_headroom"):
+    remat_search.resumable_rows(str(path), "v5p:2x2x2", config, 0.2)
+
+
 @pytest.mark.tpu
 @pytest.mark.skipif(not HAS_LIBTPU, reason="needs libtpu (requirements-tpu.txt)")
 def test_remat_search_command_line_on_a_v5p_slice(tmp_path):

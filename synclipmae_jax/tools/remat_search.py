@@ -4,7 +4,8 @@ r"""Which rematerialisation policy (and per-chip batch) a TPU topology affords: 
       --clips_per_chip=48 --min_headroom=0.15 --json_out=/tmp/remat.json
   synclipmae-aot-remat ... --topology=v6e:16x16 --clips_per_chip=48 --fallback_clips_per_chip=32,24,16
 
-(the flags of `synclipmae-aot` plus --candidates, --fallback_clips_per_chip and --first_fit).
+(the flags of `synclipmae-aot` plus --candidates, --fallback_clips_per_chip, --first_fit and
+--resume).
 
 For every candidate policy (`models/remat.py`; "P" for both stacks or "ENCODER:DECODER") and
 every per-chip batch, the config's train step is compiled for the topology by `aot.compile_report`
@@ -52,6 +53,9 @@ _CANDIDATES = flags.DEFINE_list(
     "candidates", list(remat.REMAT_POLICIES),
     "Policies to compile: a name of models/remat.py for both stacks, or ENCODER:DECODER.")
 _FIRST_FIT = flags.DEFINE_bool("first_fit", False, "Stop at a batch's first candidate that fits.")
+_RESUME = flags.DEFINE_bool(
+    "resume", False, "Keep the rows of an earlier search in --json_out (same topology and settings) "
+    "and compile only the candidates it lacks: a long search continues where it stopped.")
 
 
 def parse_candidate(candidate: str) -> dict[str, str]:
@@ -107,7 +111,8 @@ def choose(rows: list[dict]) -> dict | None:
 
 
 def search(config, devices, clips_per_chip: list[int], candidates: list[str], *, min_headroom: float,
-           hbm_bytes: int | None = None, first_fit: bool = False, on_row=None) -> dict:
+           hbm_bytes: int | None = None, first_fit: bool = False, on_row=None,
+           done_rows: tuple[dict, ...] = ()) -> dict:
   """Compiles the candidates for each per-chip batch (largest first); returns the table and choice.
 
   Args:
@@ -119,6 +124,8 @@ def search(config, devices, clips_per_chip: list[int], candidates: list[str], *,
     hbm_bytes: memory per device; default from the chip kind (`aot.HBM_GIB_PER_CHIP`).
     first_fit: stop at a batch's first fitting candidate.
     on_row: called with the result so far after every compile (e.g. to save it).
+    done_rows: rows of an earlier search with the same settings (`resumable_rows`): kept, and
+      their (candidate, batch) pairs are not compiled again.
 
   Returns:
     {"rows": [...], "choice": the chosen row or None, and the settings}.
@@ -128,9 +135,16 @@ def search(config, devices, clips_per_chip: list[int], candidates: list[str], *,
   chips = len(devices) // aot.devices_per_chip(devices)
   result = {"num_chips": chips, "device_kind": devices[0].device_kind, "min_headroom": min_headroom,
             "num_train_steps": config.num_train_steps, "scan_layers": False,
-            "flops_counted": "compiled without nn.scan: XLA counts every layer", "rows": []}
+            "flops_counted": "compiled without nn.scan: XLA counts every layer",
+            "rows": list(done_rows)}
+  done = {(r["candidate"], r["clips_per_chip"]): r for r in done_rows}
+  result["choice"] = choose(result["rows"])
   for clips in sorted(clips_per_chip, reverse=True):
     for candidate in candidates:
+      if (candidate, clips) in done:
+        if first_fit and done[candidate, clips]["fits"]:
+          break
+        continue
       report = aot.compile_report(
           candidate_config(config, parse_candidate(candidate), clips * chips), devices,
           hbm_bytes=hbm_bytes, min_headroom=min_headroom, compile_eval=False)
@@ -145,6 +159,25 @@ def search(config, devices, clips_per_chip: list[int], candidates: list[str], *,
     if result["choice"] is not None:
       break
   return result
+
+
+def resumable_rows(path: str, topology: str, config, min_headroom: float) -> list[dict]:
+  """The rows of an earlier search's JSON at `path` (none if the file does not exist).
+
+  Raises ValueError when that search was for another topology, headroom or step count: its rows
+  would not belong in this table.
+  """
+  try:
+    with open(path) as f:
+      earlier = json.load(f)
+  except FileNotFoundError:
+    return []
+  mine = {"topology": topology, "min_headroom": min_headroom,
+          "num_train_steps": config.num_train_steps}
+  theirs = {k: earlier.get(k) for k in mine}
+  if theirs != mine:
+    raise ValueError(f"--resume: {path} is a search with {theirs}, this one has {mine}")
+  return earlier["rows"]
 
 
 def format_table(result: dict) -> str:
@@ -202,9 +235,13 @@ def main(argv):
       with open(FLAGS.json_out, "w") as f:
         json.dump({"topology": FLAGS.topology, **result}, f, indent=1, sort_keys=True)
 
+  if _RESUME.value and not FLAGS.json_out:
+    raise app.UsageError("--resume reads the earlier rows from --json_out: give it")
+  done_rows = resumable_rows(FLAGS.json_out, FLAGS.topology, config, FLAGS.min_headroom) \
+      if _RESUME.value else []
   result = search(config, devices, clips, _CANDIDATES.value, min_headroom=FLAGS.min_headroom,
                   hbm_bytes=int(FLAGS.hbm_gib * aot.GIB) or None, first_fit=_FIRST_FIT.value,
-                  on_row=save)
+                  on_row=save, done_rows=done_rows)
   print(f"topology {FLAGS.topology}: " + format_table(result))
   if result["choice"] is None:
     sys.exit(1)
