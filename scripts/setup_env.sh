@@ -5,13 +5,22 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${SYNCLIPMAE_VENV:-$repo/.venv}"
+# SYNCLIPMAE_BASE_VENV=DIR: the venv is a layer on DIR's packages (a .pth file adds DIR's
+# site-packages, its own .pth files included), so that pip installs only what DIR lacks: the tpu
+# extra's venv is libtpu on top of .venv (seconds, not a second copy of TensorFlow and torch).
+base="${SYNCLIPMAE_BASE_VENV:-}"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
+fi
+if [ -n "$base" ]; then
+  base_site="$("$base/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  own_site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  echo "import site; site.addsitedir('$base_site')" > "$own_site/synclipmae_base_venv.pth"
 fi
 # shellcheck disable=SC1091
 . "$venv/bin/activate"
 stamp="$venv/.synclipmae-installed"
-want="$(cat "$repo/pyproject.toml" "$repo/requirements.txt" "$repo"/requirements-*.txt 2>/dev/null | sha1sum | cut -c1-16) $*"
+want="$(cat "$repo/pyproject.toml" "$repo/requirements.txt" "$repo"/requirements-*.txt 2>/dev/null | sha1sum | cut -c1-16) $* ${base:+on $base}"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   python -m pip install -q --upgrade pip
   python -m pip install -q -r "$repo/requirements.txt"

@@ -19,6 +19,7 @@ export JAX_COMPILATION_CACHE_DIR="$cache_dir"
 # module-scoped fixtures (compiled models, prepared videos) are built once, on one worker.
 python -m pytest -q -n 2 --dist loadfile -m "not tpu" --durations=15 "${pytest_args[@]}"
 # Pod compilation (tools/aot.py against TPU topologies): libtpu lives in its own venv, since
-# with libtpu installed every `import jax` probes for a TPU first.
-SYNCLIPMAE_VENV="$repo/.venv-tpu" bash "$repo/scripts/setup_env.sh" tpu
+# with libtpu installed every `import jax` probes for a TPU first. It is a layer on .venv: libtpu
+# only, the rest from .venv.
+SYNCLIPMAE_VENV="$repo/.venv-tpu" SYNCLIPMAE_BASE_VENV="$repo/.venv" bash "$repo/scripts/setup_env.sh" tpu
 env -u JAX_COMPILATION_CACHE_DIR "$repo/.venv-tpu/bin/python" -m pytest -q -m tpu tests/test_aot.py
