@@ -385,7 +385,7 @@ def test_atomic_shard_commit_abort_and_leftovers(tmp_path):
 def test_load_detector_by_import_path():
   det = face_detector.load_detector("tests.test_prepare_units:GreyDetector", threshold=7)
   assert det.threshold == 7
-  with pytest.raises(ValueError, match="neither 'mtcnn'"):
+  with pytest.raises(ValueError, match=r"neither one of \['mtcnn', 'whole_frame'\]"):
     face_detector.load_detector("nonsense")
   with pytest.raises(ValueError, match="no detect"):
     face_detector.load_detector("builtins:dict")

@@ -89,18 +89,35 @@ class MtcnnDetector:
     return Face(np.array(found["box"], np.float32), float(found["confidence"]), landmarks)
 
 
+class WholeFrameDetector:
+  """For videos that are face crops already (the face-centred crops that LRS3, VoxCeleb2 or
+  rendered talking heads come as): every frame holds one face whose box is the whole frame.
+
+  No landmarks: the mouth box comes from the face box's geometry (`crop.mouth_boxes`). With the
+  preparation's crop margin set to 0 the crops are the frames themselves, resized.
+  """
+
+  def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+    return [[Face(np.array([0, 0, im.shape[1], im.shape[0]], np.float32), 1.0)] for im in images]
+
+
+# The shipped detectors, by name.
+DETECTORS = {"mtcnn": MtcnnDetector, "whole_frame": WholeFrameDetector}
+
+
 def load_detector(spec: str = "mtcnn", **kwargs) -> FaceDetector:
-  """A detector by name: "mtcnn" (shipped) or "package.module:ClassName" (yours).
+  """A detector by name (a key of DETECTORS) or "package.module:ClassName" (yours).
 
   Args:
-    spec: "mtcnn" or an import path "module:attribute" of a class or factory.
+    spec: "mtcnn", "whole_frame" or an import path "module:attribute" of a class or factory.
     **kwargs: passed to the class or factory (e.g. the path of your weight file).
   """
-  if spec == "mtcnn":
-    return MtcnnDetector(**kwargs)
+  if spec in DETECTORS:
+    return DETECTORS[spec](**kwargs)
   module_name, sep, attribute = spec.partition(":")
   if not sep or not module_name or not attribute:
-    raise ValueError(f"detector {spec!r} is neither 'mtcnn' nor 'package.module:ClassName'")
+    raise ValueError(f"detector {spec!r} is neither one of {sorted(DETECTORS)} nor "
+                     "'package.module:ClassName'")
   factory = getattr(importlib.import_module(module_name), attribute)
   detector = factory(**kwargs)
   if not callable(getattr(detector, "detect", None)):

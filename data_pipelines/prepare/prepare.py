@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict | None:
   p.add_argument("--seed", type=int, default=0, help="seed of the hashed splits")
   p.add_argument("--validation_fraction", type=float, default=0.05)
   p.add_argument("--test_fraction", type=float, default=0.0)
-  p.add_argument("--detector", default="mtcnn", help="'mtcnn' or 'package.module:Class'")
+  p.add_argument("--detector", default="mtcnn", help="'mtcnn', 'whole_frame' (the videos are face "
+                 "crops: use with --margin=0) or 'package.module:Class'")
   p.add_argument("--detector_arg", action="append", default=[], metavar="KEY=VALUE",
                  help="argument of the detector (repeatable), e.g. weights=/path/model.onnx")
   p.add_argument("--num_tasks", type=int, default=1, help="machines sharing the work")

@@ -3,6 +3,7 @@ r"""Audio-video drift of a video file, measured with a trained checkpoint, and i
 
   synclipmae-fix-sync --workdir=workdirs/demo --video=talk.mp4                 # report only
   synclipmae-fix-sync --workdir=workdirs/demo --video=talk.mp4 --out=fixed.mp4 --min_confidence=0.02
+  synclipmae-fix-sync --workdir=W --video=crop.mp4 --detector=whole_frame --crop_margin=0  # face crops
 
 The video goes through the training data's own preparation (`data_pipelines.prepare`: decoding by
 timestamps at 25 fps and 16 kHz, face detection and tracking, crops at the model's image size) into
@@ -42,11 +43,12 @@ class NotEstimated(ValueError):
   """The video could not be measured or corrected (the message says why)."""
 
 
-def prepare_video(video: str, folder: str, image_size: int) -> tuple[list[str], int]:
+def prepare_video(video: str, folder: str, options: process.PrepareOptions,
+                  detector: str = "mtcnn") -> tuple[list[str], int]:
   """Prepares `video` into `folder`; returns (its shards, its number of clips), or raises
   NotEstimated with the reasons the preparation gave."""
-  options = process.PrepareOptions(image_size=image_size)
-  prepare.prepare([{"path": os.path.abspath(video), "speaker": "video"}], folder, options, progress=False)
+  prepare.prepare([{"path": os.path.abspath(video), "speaker": "video"}], folder, options,
+                  detector=detector, progress=False)
   shards = sorted(glob.glob(os.path.join(folder, "*.array_record")))
   with open(os.path.join(folder, report_lib.MANIFEST)) as f:
     kept = [line for line in f if line.strip()]
@@ -58,18 +60,31 @@ def prepare_video(video: str, folder: str, image_size: int) -> tuple[list[str], 
 
 
 class Estimator:
-  """A checkpoint loaded once; `estimator(video)` -> the drift report of one video file."""
+  """A checkpoint loaded once; `estimator(video)` -> the drift report of one video file.
 
-  def __init__(self, workdir: str, step: int | None = None):
+  Args:
+    workdir: a training run's workdir.
+    step: its checkpoint (default: the latest).
+    detector: the preparation's face detector (`face_detector.load_detector`): "mtcnn", or
+      "whole_frame" for videos that are face crops already.
+    margin: the preparation's crop margin (default `process.PrepareOptions`'); with
+      "whole_frame", 0 keeps the frames as they are.
+  """
+
+  def __init__(self, workdir: str, step: int | None = None, *, detector: str = "mtcnn",
+               margin: float | None = None):
     self.workdir = os.path.abspath(workdir)
     self.config = checkpointing.read_config(workdir)
+    self.detector = detector
+    self.options = process.PrepareOptions(image_size=self.config.model.image_size,
+                                          **({} if margin is None else {"margin": margin}))
     self.restored = checkpointing.load(workdir, step)
     self.model = synclipmae.build(self.config.model)
     self.audio_encoder = audio_encoder_lib.build(self.config.model.audio)
 
   def __call__(self, video: str, folder: str | None = None) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
-      shards, num_clips = prepare_video(video, folder or scratch, self.config.model.image_size)
+      shards, num_clips = prepare_video(video, folder or scratch, self.options, self.detector)
       entry = sync_evaluator.entry_of(self.config).copy_and_resolve_references()
       entry.update(max_true_lag=0, trials_per_clip=1, num_clips=num_clips)
       evaluator = sync_evaluator.Evaluator(entry, self.config, model=self.model,
@@ -101,8 +116,19 @@ def write_corrected(video: str, out: str, report: dict, min_confidence: float) -
   encode.remux(video, out, audio_shift=report["lag_frames"] / schema.FPS, keep_duration=True)
 
 
+def define_preparation_flags(flags) -> None:
+  """--detector and --crop_margin: how raw videos are prepared (fix-sync and sync-eval --videos)."""
+  flags.DEFINE_string("detector", "mtcnn", "Face detector of the preparation: 'mtcnn', "
+                      "'whole_frame' (the videos are face crops already; with --crop_margin=0 the "
+                      "frames are kept whole) or 'package.module:Class'.")
+  flags.DEFINE_float("crop_margin", process.PrepareOptions.margin,
+                     "Crop side = (1 + 2 margin) x the face box's longer side.")
+
+
 def main(flags_) -> None:
-  report = Estimator(flags_.workdir, flags_.step)(flags_.video)
+  estimator = Estimator(flags_.workdir, flags_.step, detector=flags_.detector,
+                        margin=flags_.crop_margin)
+  report = estimator(flags_.video)
   print(f"{flags_.video}: lag {report['lag_frames']:+d} frames ({report['lag_ms']:+.0f} ms; > 0: the "
         f"video lags the audio), confidence {report['confidence']:.4f}")
   if flags_.report:
@@ -124,6 +150,7 @@ def run() -> None:
   flags.DEFINE_float("min_confidence", 0.02, "Confidence (median - min of the distance curve) "
                      "needed to write --out; model-dependent.")
   flags.DEFINE_string("report", "", "Write the JSON report here.")
+  define_preparation_flags(flags)
   flags.mark_flags_as_required(["workdir", "video"])
 
   def entry(argv):

@@ -89,11 +89,12 @@ def video_paths(spec: str) -> list[str]:
   return [spec]
 
 
-def evaluate_videos(workdir: str, spec: str, *, step: int | None = None) -> dict:
+def evaluate_videos(workdir: str, spec: str, *, step: int | None = None, detector: str = "mtcnn",
+                    margin: float | None = None) -> dict:
   """Per raw video of `spec`: its lag, confidence and curve (`fix_sync.Estimator`, the training
   preparation and no shift applied); a video that cannot be measured is listed with its reason
-  and the others are measured."""
-  estimator = fix_sync.Estimator(workdir, step)
+  and the others are measured. `detector` and `margin`: the preparation's (`fix_sync.Estimator`)."""
+  estimator = fix_sync.Estimator(workdir, step, detector=detector, margin=margin)
   videos, failed = [], []
   for path in video_paths(spec):
     try:
@@ -227,7 +228,8 @@ def write_report(report: dict, out_dir: str) -> dict[str, str]:
 
 def main(flags_) -> None:
   if flags_.videos:
-    report = evaluate_videos(flags_.workdir, flags_.videos, step=flags_.step)
+    report = evaluate_videos(flags_.workdir, flags_.videos, step=flags_.step,
+                             detector=flags_.detector, margin=flags_.crop_margin)
     summary = markdown_videos(report)
   else:
     report = evaluate(flags_.workdir, step=flags_.step, eval_pattern=flags_.eval_pattern,
@@ -252,6 +254,7 @@ def run() -> None:
                       "manifest (.csv / .jsonl with a path column); per video its lag and curve.")
   flags.DEFINE_multi_string("option", [], "A sync evaluator option key=value (evals.sync), e.g. "
                             "num_clips=64 or windows=[1,5,15].")
+  fix_sync.define_preparation_flags(flags)  # for --videos
   flags.mark_flags_as_required(["workdir"])
   app.run(lambda argv: main(flags.FLAGS))
 
