@@ -24,7 +24,8 @@ search() {  # name, flags...
 # order, which the v5p table confirms; offload left out), the first that fits. "none" is left out:
 # the v5p table has it at 76.7 GiB per chip for 48 clips, about 39 GiB for 24 (activations scale
 # with the batch), more than v6e's 32 GiB.
+# fsdp=16: a logical axis must be a product of the 16 x 16 torus's axes (8 would split one).
 for clips in 48 24; do
   search "v6e_16x16_${clips}" --topology=v6e:16x16 --clips_per_chip="$clips" --first_fit \
-    --candidates=dots_no_batch,save_all_but_mlp,qkv_proj,full
+    --config.mesh.fsdp=16 --candidates=dots_no_batch,save_all_but_mlp,qkv_proj,full
 done

@@ -33,9 +33,11 @@ runs the fewest FLOPs (BENCHMARKS.md (c), libtpu on any host, the tpu extra):
   python -m synclipmae_jax.tools.remat_search --config=configs/pretrain.py --topology=v5p:4x4x8 \
     --clips_per_chip=48 --min_headroom=0.15        # every policy; bash benchmarks/remat_pretrain.sh
 
-No remat, unscanned: 76.7 GiB of 95 per chip (19 % free), 1.009x the analytical FLOPs;
-"dots_no_batch" (39.4 GiB, 1.021x) is the setting with room to spare. With fewer chips or less HBM
-per chip, run the search for that topology (and --fallback_clips_per_chip for smaller batches).
+No remat, unscanned: 76.9 GiB of 95 per chip (19 % free), 1.010x the analytical FLOPs, 2.61 days
+for 400k steps at 40 % MFU (full remat: 10.7 GiB, 1.241x, 3.21 days); "dots_no_batch" (39.9 GiB,
+1.022x) is the setting with room to spare. With fewer chips or less HBM per chip, run the search
+for that topology (and --fallback_clips_per_chip for smaller batches; BENCHMARKS.md (c) has
+v6e:16x16).
 
 Paper's targets (Hallo3 test set, K = 1 / 5 / 15): Acc 52.5 / 68.4 / 82.3 %, Offset
 2.66 / 1.73 / 0.93 frames, R-precision@1/2/3 (pool 32) 40.2 / 61.5 / 73.5 %.
