@@ -22,7 +22,7 @@ search() {  # name, flags...
 # 256 chips with a third of the v5p's HBM, at the paper's per-device batch (48) and at its global
 # batch (6144 = 24 x 256): the candidates in order of increasing FLOPs (remat.REMAT_POLICIES'
 # order, which the v5p table confirms; offload left out), the first that fits. "none" is left out:
-# the v5p table has it at 76.7 GiB per chip for 48 clips, about 39 GiB for 24 (activations scale
+# the v5p table has it at 76.9 GiB per chip for 48 clips, about 39 GiB for 24 (activations scale
 # with the batch), more than v6e's 32 GiB.
 # fsdp=16: a logical axis must be a product of the 16 x 16 torus's axes (8 would split one).
 for clips in 48 24; do

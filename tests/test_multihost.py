@@ -5,8 +5,9 @@ collectives, 4 fake CPU devices each) train the tiny config on the (data=2, fsdp
 mesh, each feeding its own block of every global batch and saving its own iterator state with
 every checkpoint. A second two-process job resumes a copy of that run from its step-2
 checkpoint (as after a crash: the later checkpoints are removed) and trains to the end.
-Both end with the parameters of this (single) process training on its 8 fake devices with the
-same mesh. A third job gets SIGTERM on one process only: both stop at the same step and save it.
+Both end with the parameters of the shared tiny run (conftest.tiny_run: the same config, data
+and mesh, trained by one process on its 8 fake devices). A third job gets SIGTERM on one process
+only: both stop at the same step and save it.
 """
 
 import os
@@ -23,24 +24,19 @@ import orbax.checkpoint as ocp
 import portpicker
 import pytest
 
-from configs import demo
-from synclipmae_jax import input_pipeline, train
 
 pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = 6
 TIMEOUT = 600
 
 
-def _command(data_dir, workdir, steps=STEPS, checkpoint_every=2):
+def _command(data_dir, workdir, *overrides):
+  """The tiny run's command (conftest.tiny_run's config) with `overrides` (--config.KEY=VALUE)."""
   return [sys.executable, "-m", "synclipmae_jax.main", "--config=configs/demo.py:tiny",
           f"--workdir={workdir}", f"--config.data.directory={data_dir}",
           "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
-          f"--config.num_train_steps={steps}",
-          f"--config.checkpoint_every_steps={checkpoint_every}",
-          "--config.keep_checkpoints=10", f"--config.evals.sync.every_steps={steps}",
-          f"--config.image_every_steps={steps}", "--config.log_every_steps=1"]
+          *overrides]
 
 
 def _env(num_devices):
@@ -85,6 +81,10 @@ def _run_two_processes(data_dir, workdir):
   _check(*_start_two_processes(_command(data_dir, workdir), workdir))
 
 
+def _checkpoint_steps(workdir):
+  return sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+
+
 def _params(workdir, step):
   """The trainable parameters of a checkpoint, restored onto this process's first device."""
   path = os.path.join(workdir, "checkpoints", str(step), "state")
@@ -96,44 +96,33 @@ def _params(workdir, step):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  config = demo.get_config("tiny")
-  config.data.directory = str(tmp_path_factory.mktemp("multihost_data"))
-  input_pipeline.dataset_paths(config)  # generated once here; the processes then only read it
-  return config.data.directory
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, data_dir):
+def runs(tmp_path_factory, tiny_run):
+  config, single, _ = tiny_run
+  assert dict(config.mesh) == {"data": 2, "fsdp": 2, "tensor": 2}, "what _command's flags set"
+  assert config.checkpoint_every_steps == 2 and config.num_train_steps > 2
   root = tmp_path_factory.mktemp("multihost")
-  config = demo.get_config("tiny")
-  config.data.directory = data_dir
-  single, multi, resumed = (str(root / n) for n in ("single", "multi", "resumed"))
-  config.mesh.update(data=2, fsdp=2, tensor=2)  # what _command's flags set, in this process
-  config.update(num_train_steps=STEPS, checkpoint_every_steps=2, keep_checkpoints=10,
-                image_every_steps=STEPS, log_every_steps=1)
-  config.evals.sync.every_steps = STEPS
-  assert jax.process_count() == 1 and jax.device_count() == 8, "tests/conftest.py fakes 8 devices"
-  train.train_and_evaluate(config, single)
-  _run_two_processes(data_dir, multi)
+  multi, resumed = str(root / "multi"), str(root / "resumed")
+  _run_two_processes(config.data.directory, multi)  # the processes only read the tiny run's data
   shutil.copytree(multi, resumed)
   for step in os.listdir(os.path.join(resumed, "checkpoints")):
     if step.isdigit() and int(step) > 2:
       shutil.rmtree(os.path.join(resumed, "checkpoints", step))
   os.remove(os.path.join(resumed, "metrics.json"))
-  _run_two_processes(data_dir, resumed)
-  return {"single": single, "multi": multi, "resumed": resumed}
+  _run_two_processes(config.data.directory, resumed)
+  return {"single": single, "multi": multi, "resumed": resumed, "steps": config.num_train_steps}
 
 
 def test_each_process_saves_its_iterator_state(runs):
-  for step in (2, 4, STEPS):
+  assert _checkpoint_steps(runs["multi"]) == _checkpoint_steps(runs["single"])
+  for step in _checkpoint_steps(runs["multi"]):
     saved = os.listdir(os.path.join(runs["multi"], "checkpoints", str(step), "iter"))
     assert sorted(f for f in saved if f.startswith("process_")) == [
         "process_0-of-2.json", "process_1-of-2.json"], saved
 
 
 def test_two_processes_match_one_process_on_eight_devices(runs):
-  single, multi = _params(runs["single"], STEPS), _params(runs["multi"], STEPS)
+  steps = runs["steps"]
+  single, multi = _params(runs["single"], steps), _params(runs["multi"], steps)
   leaves = jax.tree_util.tree_leaves_with_path(single)
   multi_leaves = dict(jax.tree_util.tree_leaves_with_path(multi))
   assert len(leaves) == len(multi_leaves)
@@ -151,18 +140,20 @@ def test_two_processes_match_one_process_on_eight_devices(runs):
 
 
 def test_resumed_two_process_run_reproduces_the_uninterrupted_one(runs):
-  assert sorted(int(s) for s in os.listdir(os.path.join(runs["resumed"], "checkpoints"))
-                if s.isdigit()) == [2, 4, STEPS]
-  straight, resumed = _params(runs["multi"], STEPS), _params(runs["resumed"], STEPS)
+  assert _checkpoint_steps(runs["resumed"]) == _checkpoint_steps(runs["multi"])
+  steps = runs["steps"]
+  straight, resumed = _params(runs["multi"], steps), _params(runs["resumed"], steps)
   for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b)
 
 
-def test_sigterm_on_one_process_stops_both_at_the_same_saved_step(data_dir, tmp_path):
+def test_sigterm_on_one_process_stops_both_at_the_same_saved_step(tiny_run, tmp_path):
   steps = 1000  # far more than run before the signal
   workdir = str(tmp_path / "sigterm")
-  procs, logs = _start_two_processes(
-      _command(data_dir, workdir, steps, checkpoint_every=steps), workdir)
+  procs, logs = _start_two_processes(_command(
+      tiny_run[0].data.directory, workdir, f"--config.num_train_steps={steps}",
+      f"--config.checkpoint_every_steps={steps}", f"--config.evals.sync.every_steps={steps}",
+      f"--config.image_every_steps={steps}", "--config.log_every_steps=1"), workdir)
   deadline = time.time() + TIMEOUT
   process1_log = os.path.join(workdir, "log.process1.txt")  # its absl log (console.py)
   while time.time() < deadline and procs[1].poll() is None:
