@@ -37,6 +37,14 @@ def wav2vec2_forward_flops(w2v, num_samples: int) -> float:
   return f + w2v.num_hidden_layers * _transformer_layer(length, h, w2v.intermediate_size)
 
 
+def encoder_forward_flops(model_config, visible: int) -> float:
+  """Forward FLOPs of the ViT encoder on one frame: `visible` patches embedded, + 3 prompts."""
+  size = vit.vit_size(model_config.encoder_size)
+  p = model_config.patch_size ** 2 * 3
+  return 2 * visible * p * size.width + size.depth * _transformer_layer(
+      visible + 3, size.width, size.mlp_dim)
+
+
 def train_step_flops(config, *, group_size: int, audio_features: tuple[int, int],
                      audio_encoder) -> float:
   """FLOPs of one step on the global batch.
@@ -55,7 +63,7 @@ def train_step_flops(config, *, group_size: int, audio_features: tuple[int, int]
   n, p = grid * grid, m.patch_size ** 2 * 3
   k = masking.num_visible(n, config.masking.mask_ratio)
   views = 2 if config.masking.mode == "two_bypass" else 1
-  enc = 2 * k * p * size.width + size.depth * _transformer_layer(k + 3, size.width, size.mlp_dim)
+  enc = encoder_forward_flops(m, k)
   d = m.decoder
   dec_tokens = n if d.cross_attention else n + 3
   dec = 2 * (k + 3) * size.width * d.width + 2 * n * d.width * p
