@@ -1,0 +1,81 @@
+"""UniSync's building blocks (models/unisync.py, unisync_losses.py): p_sync against a naive
+computation, the streams' shapes and what they look at, the loss against per-pair arithmetic."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from synclipmae_jax import unisync_losses
+from synclipmae_jax.models import unisync
+
+
+def naive_p_sync(a, v):
+  a, v = np.maximum(a, 0), np.maximum(v, 0)
+  norm = np.linalg.norm(a) * np.linalg.norm(v)
+  return 0.0 if norm == 0 else float(a @ v / norm)
+
+
+def test_sync_probability_is_the_cosine_of_the_rectified_embeddings():
+  rng = np.random.default_rng(0)
+  a, v = rng.normal(size=(6, 16)), rng.normal(size=(6, 16))
+  a[5] = -np.abs(a[5])  # rectified to zero: p_sync 0, not NaN
+  p = np.asarray(unisync.sync_probability(jnp.asarray(a), jnp.asarray(v)))
+  np.testing.assert_allclose(p, [naive_p_sync(x, y) for x, y in zip(a, v)], rtol=1e-5, atol=1e-7)
+  assert p[5] == 0 and (p >= 0).all() and (p <= 1 + 1e-6).all()
+
+
+@pytest.fixture(scope="module")
+def model_and_params():
+  model = unisync.UniSync(window=5, channels=(8, 16), audio_width=12, hidden=32, embed_dim=24)
+  frames = jnp.zeros((2, 5, 32, 32, 3), jnp.uint8)
+  features = jnp.zeros((2, 5, 3, 10), jnp.float32)
+  return model, nn.unbox(model.init(jax.random.PRNGKey(0), frames, features)["params"])
+
+
+def test_streams_give_one_embedding_per_window_and_look_at_the_lower_half(model_and_params):
+  model, params = model_and_params
+  rng = np.random.default_rng(1)
+  frames = rng.integers(0, 256, (3, 5, 32, 32, 3), dtype=np.uint8)
+  features = rng.normal(size=(3, 5, 3, 10)).astype(np.float32)
+  v = model.apply({"params": params}, frames, method=model.embed_video)
+  a = model.apply({"params": params}, features, method=model.embed_audio)
+  assert v.shape == (3, 24) and a.shape == (3, 24)
+  p = model.apply({"params": params}, frames, features)
+  np.testing.assert_allclose(p, unisync.sync_probability(a, v), rtol=1e-6)
+  upper_changed = frames.copy()
+  upper_changed[:, :, :16] = 255 - upper_changed[:, :, :16]
+  np.testing.assert_array_equal(model.apply({"params": params}, upper_changed, method=model.embed_video), v)
+  lower_changed = frames.copy()
+  lower_changed[:, :, 16:] = 255 - lower_changed[:, :, 16:]
+  assert not np.allclose(model.apply({"params": params}, lower_changed, method=model.embed_video), v)
+  # Each window is embedded on its own: permuting the batch permutes the embeddings.
+  np.testing.assert_allclose(model.apply({"params": params}, frames[::-1], method=model.embed_video),
+                             v[::-1], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="windows of 5 frames, got 4"):
+    model.apply({"params": params}, frames[:, :4], method=model.embed_video)
+
+
+def test_loss_is_bce_plus_the_margin_hinge_pair_by_pair():
+  p_pos = jnp.array([0.9, 0.6])
+  p_neg = jnp.array([[0.1, 0.8, 0.85], [0.2, 0.5, 0.0]])
+  margin = 0.2
+  loss, metrics = unisync_losses.unisync_loss(p_pos, p_neg, margin)
+  bce_pos = -(np.log(0.9) + np.log(0.6)) / 2
+  bce_neg = -np.mean(np.log(1 - np.array([0.1, 0.8, 0.85, 0.2, 0.5, 0.0])))
+  # Gaps: 0.8, 0.1, 0.05 | 0.4, 0.1, 0.6 -> hinges 0, 0.1, 0.15 | 0, 0.1, 0 ; 3 of 6 separated.
+  hinge = (0.1 + 0.15 + 0.1) / 6
+  assert float(metrics["unisync/bce_pos"]) == pytest.approx(bce_pos, rel=1e-5)
+  assert float(metrics["unisync/bce_neg"]) == pytest.approx(bce_neg, rel=1e-5)
+  assert float(metrics["unisync/margin"]) == pytest.approx(hinge, rel=1e-5)
+  assert float(metrics["unisync/separated"]) == pytest.approx(0.5)
+  assert float(loss) == pytest.approx(bce_pos + bce_neg + hinge, rel=1e-5)
+  # Saturated scores stay finite, and the gradient raises positives and lowers negatives.
+  loss, _ = unisync_losses.unisync_loss(jnp.array([0.0]), jnp.array([[1.0]]), margin)
+  assert np.isfinite(float(loss))
+  g_pos, g_neg = jax.grad(lambda p, n: unisync_losses.unisync_loss(p, n, margin)[0], (0, 1))(
+      p_pos, p_neg)
+  assert (np.asarray(g_pos) < 0).all() and (np.asarray(g_neg) > 0).all()
+  with pytest.raises(ValueError, match=r"must be \[B, N\]"):
+    unisync_losses.unisync_loss(p_pos, p_neg[0], margin)
