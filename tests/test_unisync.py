@@ -1,5 +1,6 @@
-"""UniSync's building blocks (models/unisync.py, unisync_losses.py): p_sync against a naive
-computation, the streams' shapes and what they look at, the loss against per-pair arithmetic."""
+"""UniSync's building blocks (models/unisync.py, unisync_losses.py, unisync_pairs.py): p_sync against a naive
+computation, the streams' shapes and what they look at, the loss against per-pair arithmetic,
+the samples (anchor, shifted same-speaker audio, another speaker's) read back from labelled frames."""
 
 import flax.linen as nn
 import jax
@@ -7,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from synclipmae_jax import unisync_losses
+from synclipmae_jax import unisync_losses, unisync_pairs
 from synclipmae_jax.models import unisync
 
 
@@ -79,3 +80,47 @@ def test_loss_is_bce_plus_the_margin_hinge_pair_by_pair():
   assert (np.asarray(g_pos) < 0).all() and (np.asarray(g_neg) > 0).all()
   with pytest.raises(ValueError, match=r"must be \[B, N\]"):
     unisync_losses.unisync_loss(p_pos, p_neg[0], margin)
+
+
+def test_samples_cut_the_anchor_its_shifted_audio_and_another_speakers():
+  b, t, k = 6, 12, 5
+  # Frame f of clip c carries the value 100 c + f everywhere: every cut is readable.
+  value = 100 * np.arange(b)[:, None] + np.arange(t)[None, :]
+  frames = np.broadcast_to(value[:, :, None, None, None], (b, t, 4, 4, 3)).astype(np.uint8)
+  features = np.broadcast_to(value[:, :, None, None], (b, t, 2, 3)).astype(np.float32)
+  identity = np.array([7, 7, 3, 3, 9, 9])  # identity-aware runs of 2 clips
+  out = jax.jit(unisync_pairs.training_samples, static_argnums=4)(
+      jax.random.PRNGKey(0), frames, features, identity, k)
+  starts, (overlap, apart) = np.asarray(out["starts"]), np.asarray(out["shifts"]).T
+  partner = np.asarray(out["partner"])
+  assert out["negatives"].shape == (b, 3, k, 2, 3)
+  np.testing.assert_array_equal(partner, [2, 2, 4, 4, 0, 0])
+  assert np.asarray(out["cross_speaker"]).all()
+  for i in range(b):
+    span = np.arange(starts[i], starts[i] + k)
+    assert 0 <= starts[i] <= t - k
+    np.testing.assert_array_equal(out["frames"][i, :, 0, 0, 0], (100 * i + span) % 256)
+    np.testing.assert_array_equal(out["positive"][i, :, 0, 0], 100 * i + span)
+    assert unisync_pairs.MIN_OVERLAP_SHIFT <= abs(overlap[i]) <= k - 1
+    assert abs(apart[i]) >= k
+    for kind, d in (("overlap", overlap[i]), ("apart", apart[i])):
+      np.testing.assert_array_equal(out["negatives"][i, unisync_pairs.KINDS.index(kind), :, 0, 0],
+                                    100 * i + span + d)
+    np.testing.assert_array_equal(out["negatives"][i, 2, :, 0, 0], 100 * partner[i] + span)
+  # Over many draws every start and both signs of shift occur.
+  draws = [jax.jit(unisync_pairs.training_samples, static_argnums=4)(
+      jax.random.PRNGKey(s), frames, features, identity, k) for s in range(20)]
+  assert set(np.concatenate([np.asarray(d["starts"]) for d in draws])) == set(range(t - k + 1))
+  shifts = np.concatenate([np.asarray(d["shifts"]) for d in draws])
+  assert (shifts < 0).any(axis=0).all() and (shifts > 0).any(axis=0).all()
+
+
+def test_one_identity_batches_are_flagged_and_short_windows_refused():
+  partner, cross = unisync_pairs.cross_speaker_partner(jnp.array([4, 4, 4]))
+  np.testing.assert_array_equal(partner, [1, 2, 0])
+  assert not np.asarray(cross).any()
+  assert unisync_pairs.validate(10, 5) == []
+  assert "must be >= 2 K = 10" in unisync_pairs.validate(9, 5)[0]
+  with pytest.raises(ValueError, match="window_frames=8"):
+    unisync_pairs.training_samples(jax.random.PRNGKey(0), jnp.zeros((2, 8, 4, 4, 3), jnp.uint8),
+                                   jnp.zeros((2, 8, 1, 2)), jnp.array([0, 1]), 5)
