@@ -115,6 +115,12 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def unisync_config() -> ml_collections.ConfigDict:
+  """UniSync's streams and margin (models/unisync.py, unisync_losses.py; `task="unisync"`)."""
+  return ml_collections.ConfigDict(dict(
+      window=5, channels=(32, 64, 128), audio_width=128, hidden=256, embed_dim=128, margin=0.2))
+
+
 def optim_config(**overrides) -> ml_collections.ConfigDict:
   """AdamW with warm-up and cosine decay (`optimizer.make`)."""
   c = ml_collections.ConfigDict(dict(

@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from synclipmae_jax import unisync_losses, unisync_pairs
+from configs import unisync as unisync_configs
+from synclipmae_jax import sharding, train_state, unisync_losses, unisync_pairs
 from synclipmae_jax.models import unisync
+from synclipmae_jax.tasks import unisync as unisync_task
 
 
 def naive_p_sync(a, v):
@@ -124,3 +126,44 @@ def test_one_identity_batches_are_flagged_and_short_windows_refused():
   with pytest.raises(ValueError, match="window_frames=8"):
     unisync_pairs.training_samples(jax.random.PRNGKey(0), jnp.zeros((2, 8, 4, 4, 3), jnp.uint8),
                                    jnp.zeros((2, 8, 1, 2)), jnp.array([0, 1]), 5)
+
+
+def unisync_config(**mesh):
+  c = unisync_configs.get_config("tiny")
+  c.mesh.update(mesh)
+  return c
+
+
+def test_train_steps_on_eight_devices_equal_one_device_and_keep_the_audio_frozen():
+  config = unisync_config()
+  batches = [train_state.random_batch(config, seed=s, clips_per_identity=2) for s in range(3)]
+  states = {}
+  for name, mesh_shape, devices in (("one", dict(data=1, fsdp=1, tensor=1), jax.devices()[:1]),
+                                    ("eight", dict(data=2, fsdp=2, tensor=2), jax.devices())):
+    config = unisync_config(**mesh_shape)
+    unisync_task.validate(config, num_devices=len(devices), process_count=1)
+    mesh = sharding.make_mesh(config.mesh, devices)
+    exp = unisync_task.build(config, mesh)
+    with exp.scope():
+      state = exp.init(jax.random.PRNGKey(0))
+      initial = jax.device_get(state.params)
+      for batch in batches:
+        state, metrics = exp.train_step(state, sharding.global_batch(batch, mesh))
+    states[name] = (jax.device_get(state.params), jax.device_get(metrics), initial)
+  one, eight = states["one"], states["eight"]
+  assert one[1]["loss/total"] == pytest.approx(eight[1]["loss/total"], rel=1e-5)
+  assert one[1]["unisync/cross_speaker"] == 1.0  # runs of 2 clips per identity: always another
+  for a, b, start in zip(jax.tree.leaves(one[0]), jax.tree.leaves(eight[0]), jax.tree.leaves(one[2])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert not np.array_equal(a, start)  # every parameter trained
+  assert "eps3" in one[0] and "eps1_conv0" in one[0]
+
+
+def test_config_errors_are_named_before_anything_compiles():
+  config = unisync_config()
+  config.data.window_frames = 8
+  config.model.unisync.margin = -1.0
+  with pytest.raises(ValueError) as e:
+    unisync_task.validate(config, num_devices=1, process_count=1)
+  assert "data.window_frames=8 must be >= 2 K = 10" in str(e.value)
+  assert "model.unisync.margin=-1.0 must be >= 0" in str(e.value)

@@ -2,6 +2,7 @@
 
   pretrain  SyncLipMAE pretraining (paper 3): `tasks/pretrain.py`.
   vsr       the lip-reading head on a frozen pretrained encoder (paper 4.3): `tasks/vsr.py`.
+  unisync   UniSync, the supervised sync baseline, on the pretraining data: `tasks/unisync.py`.
 
 A task module gives train.py's banner sections their task-specific parts:
   validate(config, *, num_devices, process_count)  raise ValueError naming every bad value;
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 
-TASKS = ("pretrain", "vsr")
+TASKS = ("pretrain", "vsr", "unisync")
 
 
 def name_of(config) -> str:

@@ -1,0 +1,128 @@
+"""UniSync, the supervised sync baseline, as a task of `train.py` (see `tasks/__init__.py`):
+`models/unisync.py` trained with `unisync_losses` on Figure 3's samples (`unisync_pairs`) cut from
+the pretraining pipeline's windows, with the pretraining run's frozen audio front end.
+
+The data, the audio front end, the mesh and the optimizer are the pretraining config's (the
+config extends it: `configs/unisync.py`), so UniSync sees the same clips, the same audio features
+and the same budget as the SyncLipMAE run it is compared with.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from synclipmae_jax import config_validation, experiment, optimizer, sharding, train_state
+from synclipmae_jax import unisync_losses, unisync_pairs
+from synclipmae_jax.models import audio_encoder as audio_encoder_lib
+from synclipmae_jax.models import unisync as unisync_model
+from synclipmae_jax.tasks import pretrain
+
+make_input = pretrain.make_input
+init_warnings = pretrain.init_warnings
+write_images = None
+
+
+def validate(config, *, num_devices: int, process_count: int) -> None:
+  """The pretraining config's checks (data, audio, mesh, batch) and UniSync's own."""
+  errors = []
+  try:
+    config_validation.validate(config, num_devices=num_devices, process_count=process_count)
+  except ValueError as e:
+    errors.append(str(e))
+  u = config.model.unisync
+  errors.extend(unisync_pairs.validate(config.data.window_frames, u.window))
+  if u.margin < 0:
+    errors.append(f"model.unisync.margin={u.margin} must be >= 0")
+  if min(min(u.channels), u.audio_width, u.hidden, u.embed_dim) < 1:
+    errors.append("model.unisync.channels, audio_width, hidden and embed_dim must be >= 1")
+  if errors:
+    raise ValueError("invalid config:\n  " + "\n  ".join(errors))
+
+
+def build_model(config) -> unisync_model.UniSync:
+  u = config.model.unisync
+  return unisync_model.UniSync(window=u.window, channels=tuple(u.channels),
+                               audio_width=u.audio_width, hidden=u.hidden, embed_dim=u.embed_dim)
+
+
+def step_functions(config, model, audio_encoder, tx, schedule) -> train_state.StepFunctions:
+  """The pure init and train step on the pretraining batch (`train_state.dummy_batch`)."""
+  spec = train_state.dummy_batch(config)
+  t, k = config.data.window_frames, model.window
+  margin = config.model.unisync.margin
+  base_key = jax.random.PRNGKey(config.seed + 1)
+
+  def init(rng):
+    dummy = {name: jnp.zeros(v.shape, v.dtype) for name, v in spec.items()}  # traced, never kept
+    k_model, k_audio = jax.random.split(rng)
+    frozen = audio_encoder.init(k_audio, dummy["audio"][:1], t).get("params", {})
+    features = audio_encoder.apply({"params": frozen}, dummy["audio"][:1], t)
+    params = model.init(k_model, dummy["frames"][:1, :k], features[:, :k])["params"]
+    return train_state.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                  opt_state=tx.init(params), frozen=frozen)
+
+  def loss_fn(params, samples):
+    b = samples["frames"].shape[0]
+    video = model.apply({"params": params}, samples["frames"], method=model.embed_video)
+    audio = model.apply({"params": params},
+                        jnp.concatenate([samples["positive"][:, None], samples["negatives"]], 1)
+                        .reshape((-1,) + samples["positive"].shape[1:]), method=model.embed_audio)
+    p = unisync_model.sync_probability(audio.reshape(b, -1, audio.shape[-1]), video[:, None])
+    loss, metrics = unisync_losses.unisync_loss(p[:, 0], p[:, 1:], margin)
+    for i, kind in enumerate(unisync_pairs.KINDS):
+      metrics[f"unisync/p_{kind}"] = jnp.mean(p[:, 1 + i])
+    metrics["unisync/p_positive"] = jnp.mean(p[:, 0])
+    return loss, metrics
+
+  def train_step(state, batch):
+    rng = jax.random.fold_in(base_key, state.step)
+    features = jax.lax.stop_gradient(audio_encoder.apply({"params": state.frozen}, batch["audio"], t))
+    samples = unisync_pairs.training_samples(rng, batch["frames"], features, batch["identity_id"], k)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, samples)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss/total": loss, **metrics,
+               "unisync/cross_speaker": jnp.mean(samples["cross_speaker"].astype(jnp.float32)),
+               "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_state.StepFunctions(init, train_step, None, spec)
+
+
+def build(config, mesh) -> experiment.Experiment:
+  rules = sharding.rules(config)
+  model = build_model(config)
+  audio_encoder = audio_encoder_lib.build(config.model.audio)
+  tx, schedule = optimizer.make(config.optim, config.num_train_steps)
+  fns = step_functions(config, model, audio_encoder, tx, schedule)
+  abstract, init, step, _ = train_state.jit_all(fns, mesh, rules, jax.random.PRNGKey(config.seed))
+  batch_sharding = sharding.batch_sharding(mesh)
+  batch = {name: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
+           for name, v in fns.dummy_batch.items()}
+  with sharding.scope(mesh, rules):
+    cost = step.lower(abstract, batch).cost_analysis() or {}
+  return experiment.Experiment(
+      config=config, mesh=mesh, rules=rules, model=model, audio_encoder=audio_encoder, tx=tx,
+      schedule=schedule, group_size=config.data.global_batch_size, abstract_state=abstract,
+      init=init, train_step=step, visual_step=None, abstract_batch=batch,
+      step_flops=float(cost.get("flops", 0.0)))
+
+
+def summary(config, exp, log_path: str) -> str:
+  u = config.model.unisync
+  return (f"UniSync: windows of {u.window} frames, convolutions {tuple(u.channels)}, embeddings "
+          f"{u.embed_dim}, margin {u.margin}, {exp.num_params / 1e6:.2f}M trainable; audio "
+          f"{config.model.audio.frontend} (frozen)\n"
+          f"{config.data.global_batch_size} clips x {config.data.window_frames} frames per step, "
+          f"{config.num_train_steps} steps, mesh {dict(exp.mesh.shape)}; log: {log_path}")
+
+
+def evaluator_kwargs(exp, eval_inputs: dict) -> dict:
+  return {"model": exp.model, "audio_encoder": exp.audio_encoder, **eval_inputs}
+
+
+def initialize(exp, state):
+  del exp
+  return state
