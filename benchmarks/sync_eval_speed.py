@@ -56,7 +56,7 @@ def main(argv=None) -> None:
   def forward_only():
     """The token computations of one evaluation, nothing else."""
     for clip in evaluator.clips:
-      evaluator.prompt_tokens(params, clip, 0, len(clip["frames"]))
+      evaluator.clip_tokens(params, clip)
     for i, lag in evaluator.trials:
       n = len(evaluator.clips[i]["frames"])
       evaluator.audio_tokens(params, frozen, evaluator.clips[i], s + lag, n - s + lag)

@@ -18,7 +18,7 @@ def get_config(arg: str | None = None):
   c.task = "unisync"
   c.model.unisync = config_defaults.unisync_config()
   c.data.window_frames = 2 * c.model.unisync.window
-  c.evals = {}  # the sync evaluation of UniSync's embeddings is not wired to config.evals yet
+  c.evals.sync.type = "unisync_sync"  # the demo's sync protocol on UniSync's embeddings
   if arg == "tiny":
     c.model.unisync.update(channels=(8, 16), audio_width=16, hidden=32, embed_dim=16)
   return c

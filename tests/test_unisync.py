@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs import unisync as unisync_configs
-from synclipmae_jax import sharding, train_state, unisync_losses, unisync_pairs
+from synclipmae_jax import input_pipeline, sharding, train_state, unisync_losses, unisync_pairs
+from synclipmae_jax.evaluators import unisync_sync
 from synclipmae_jax.models import unisync
 from synclipmae_jax.tasks import unisync as unisync_task
 
@@ -167,3 +168,36 @@ def test_config_errors_are_named_before_anything_compiles():
     unisync_task.validate(config, num_devices=1, process_count=1)
   assert "data.window_frames=8 must be >= 2 K = 10" in str(e.value)
   assert "model.unisync.margin=-1.0 must be >= 0" in str(e.value)
+
+
+def test_sync_evaluator_scores_unisync_embeddings_with_the_sync_protocol(tmp_path):
+  config = unisync_config()
+  config.data.directory = str(tmp_path)
+  exp = unisync_task.build(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+  with exp.scope():
+    state = jax.device_get(exp.init(jax.random.PRNGKey(0)))
+  evaluator = unisync_sync.Evaluator(config.evals.sync, config, model=exp.model,
+                                     audio_encoder=exp.audio_encoder,
+                                     eval_paths=input_pipeline.dataset_paths(config)[1])
+  metrics, trials = evaluator.evaluate(state.params, state.frozen)
+  assert {f"sync/acc_k{k}" for k in config.evals.sync.windows} <= set(metrics)
+  assert not any(name.startswith("factors/") for name in metrics)  # UniSync has no prompts
+  assert all(0 <= metrics[f"sync/rprec@{k}"] <= 100 for k in config.evals.sync.ks)
+  assert len(trials) == config.evals.sync.num_clips * config.evals.sync.trials_per_clip
+  clip = evaluator.clips[0]
+  n, k = len(clip["frames"]), exp.model.window
+  video, prompts = evaluator.clip_tokens(state.params, clip)
+  assert prompts is None and video.shape[0] == n and (video >= 0).all()
+  for t, window in ((0, [0, 0, 0, 1, 2]), (n // 2, list(range(n // 2 - 2, n // 2 + 3))),
+                    (n - 1, [n - 3, n - 2, n - 1, n - 1, n - 1])):
+    naive = exp.model.apply({"params": state.params}, clip["frames"][window][None],
+                            method=exp.model.embed_video)
+    np.testing.assert_allclose(video[t], np.maximum(naive[0], 0), rtol=1e-5, atol=1e-6)
+  # Audio: frame t's token embeds the features of frames t - 2 .. t + 2, computed in training's
+  # windows slid over the span (`sliding_audio`, as the sync evaluator's tokens are).
+  features = evaluator.sliding_audio(lambda w: evaluator.features_fn(state.frozen, w), clip, 1, 17)
+  tokens = evaluator.audio_tokens(state.params, state.frozen, clip, 3, 15)
+  for i in range(12):
+    naive = exp.model.apply({"params": state.params}, features[i:i + k][None],
+                            method=exp.model.embed_audio)
+    np.testing.assert_allclose(tokens[i], np.maximum(naive[0], 0), rtol=1e-5, atol=1e-6)

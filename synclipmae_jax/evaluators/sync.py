@@ -117,12 +117,16 @@ class Evaluator:
   """Holds the held-out clips; `run(params, frozen)` -> {"sync/acc_k5": ..., ...}."""
 
   def __init__(self, entry, config, *, model, audio_encoder, eval_paths: list[str]):
+    self.load(entry, config, model, audio_encoder, eval_paths)
+    self.prompt_fn = prompt_tokens_for(model, config, entry)
+    self.audio_fn = audio_tokens_fn(model, audio_encoder, self.window_frames)
+
+  def load(self, entry, config, model, audio_encoder, eval_paths: list[str]) -> None:
+    """The options, the models, the held-out clips and the trials (clip, true lag)."""
     self.c = entry
     self.model = model
     self.audio_encoder = audio_encoder
-    self.prompt_fn = prompt_tokens_for(model, config, entry)
     self.window_frames = config.data.window_frames
-    self.audio_fn = audio_tokens_fn(model, audio_encoder, self.window_frames)
     self.windows_per_call = windows_per_call(entry, self.window_frames)
     self.clips = grain_pipeline.load_eval_clips(eval_paths, max_clips=entry.num_clips)
     if len(self.clips) < entry.num_clips:
@@ -146,17 +150,27 @@ class Evaluator:
     """Vocal-motion tokens [stop - start, D] of frames [start, stop) of `clip`."""
     return self.prompt_tokens(params, clip, start, stop)[:, 1]
 
-  def audio_tokens(self, params, frozen, clip: dict, start: int, stop: int) -> np.ndarray:
-    """Audio tokens [stop - start, D] of frames [start, stop) of `clip`: training's windows of
-    `data.window_frames` frames with their audio context, slid over the span."""
+  def clip_tokens(self, params, clip: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the video tokens [N, D] the lag sweep compares, the prompts [N, 3, D] of the factor
+    correlations) of all N frames of `clip`."""
+    prompts = self.prompt_tokens(params, clip, 0, len(clip["frames"]))
+    return prompts[:, 1], prompts
+
+  def sliding_audio(self, fn, clip: dict, start: int, stop: int) -> np.ndarray:
+    """fn's per-frame outputs [stop - start, ...] for frames [start, stop) of `clip`: fn maps
+    waveforms of training's windows of `data.window_frames` frames with their audio context
+    [W, samples] to [W, window_frames, ...]; the windows slide over the span."""
     t, per_call = self.window_frames, self.windows_per_call
     starts, window, offset = audio_windows.sliding_windows(start, stop, t)
     context = self.audio_encoder.input_context_frames
     waves = np.stack([audio_windows.audio_window(clip["audio"], s, s + t, context) for s in starts])
     waves = np.concatenate([waves, np.zeros((-len(waves) % per_call,) + waves.shape[1:], np.float32)])
-    tokens = np.concatenate([np.asarray(self.audio_fn(params, frozen, waves[i:i + per_call]))
-                             for i in range(0, len(waves), per_call)])
-    return tokens[window, offset]
+    out = np.concatenate([np.asarray(fn(waves[i:i + per_call])) for i in range(0, len(waves), per_call)])
+    return out[window, offset]
+
+  def audio_tokens(self, params, frozen, clip: dict, start: int, stop: int) -> np.ndarray:
+    """Audio tokens [stop - start, D] of frames [start, stop) of `clip` (`sliding_audio`)."""
+    return self.sliding_audio(lambda waves: self.audio_fn(params, frozen, waves), clip, start, stop)
 
   def run(self, params, frozen) -> dict[str, float]:
     return self.evaluate(params, frozen)[0]
@@ -165,8 +179,8 @@ class Evaluator:
     """The metrics, and per trial: its clip, true lag, per-K accuracy and offset, and the
     whole-clip distance-vs-lag curve with its estimate and confidence (`sync_metrics.lag_curve`)."""
     s = self.c.max_lag
-    prompts = [self.prompt_tokens(params, clip, 0, len(clip["frames"])) for clip in self.clips]
-    video = [p[:, 1] for p in prompts]
+    tokens = [self.clip_tokens(params, clip) for clip in self.clips]
+    video = [v for v, _ in tokens]
     audio_trials, video_trials, lags = [], [], []
     for i, lag in self.trials:
       n = len(self.clips[i]["frames"])
@@ -193,7 +207,8 @@ class Evaluator:
                                   pool_size=self.c.pool_size, ks=tuple(self.c.ks), seed=self.c.seed)
     for k, v in rp.items():
       metrics[f"sync/rprec@{k}"] = 100.0 * float(v)
-    metrics.update(factor_correlations(np.concatenate(prompts)))
+    if tokens[0][1] is not None:
+      metrics.update(factor_correlations(np.concatenate([p for _, p in tokens])))
     return metrics, trials
 
 
