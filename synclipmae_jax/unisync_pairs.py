@@ -48,8 +48,11 @@ def _windows(x, starts, k: int):
 
 def cross_speaker_partner(identity: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Per clip, the index of the next clip (cyclically) with another identity, and whether one
-  exists (False only when the whole batch is one identity; the partner is then the next clip)."""
+  exists (False when the whole batch is one identity; the partner is then the next clip, or the
+  clip itself in a batch of one)."""
   b = identity.shape[0]
+  if b == 1:
+    return jnp.zeros(1, jnp.int32), jnp.zeros(1, bool)
   index = (jnp.arange(b)[:, None] + jnp.arange(1, b)[None, :]) % b  # [B, B - 1]
   other = identity[index] != identity[:, None]
   first = jnp.argmax(other, axis=1)

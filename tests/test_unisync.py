@@ -2,6 +2,9 @@
 computation, the streams' shapes and what they look at, the loss against per-pair arithmetic,
 the samples (anchor, shifted same-speaker audio, another speaker's) read back from labelled frames."""
 
+import json
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,10 +12,11 @@ import numpy as np
 import pytest
 
 from configs import unisync as unisync_configs
-from synclipmae_jax import input_pipeline, sharding, train_state, unisync_losses, unisync_pairs
+from synclipmae_jax import input_pipeline, sharding, train, train_state, unisync_losses, unisync_pairs
 from synclipmae_jax.evaluators import unisync_sync
 from synclipmae_jax.models import unisync
 from synclipmae_jax.tasks import unisync as unisync_task
+from synclipmae_jax.tools import sync_eval
 
 
 def naive_p_sync(a, v):
@@ -122,6 +126,8 @@ def test_one_identity_batches_are_flagged_and_short_windows_refused():
   partner, cross = unisync_pairs.cross_speaker_partner(jnp.array([4, 4, 4]))
   np.testing.assert_array_equal(partner, [1, 2, 0])
   assert not np.asarray(cross).any()
+  partner, cross = unisync_pairs.cross_speaker_partner(jnp.array([4]))  # as when a tool reads a run
+  assert partner.tolist() == [0] and cross.tolist() == [False]
   assert unisync_pairs.validate(10, 5) == []
   assert "must be >= 2 K = 10" in unisync_pairs.validate(9, 5)[0]
   with pytest.raises(ValueError, match="window_frames=8"):
@@ -201,3 +207,19 @@ def test_sync_evaluator_scores_unisync_embeddings_with_the_sync_protocol(tmp_pat
     naive = exp.model.apply({"params": state.params}, features[i:i + k][None],
                             method=exp.model.embed_audio)
     np.testing.assert_allclose(tokens[i], np.maximum(naive[0], 0), rtol=1e-5, atol=1e-6)
+
+
+def test_a_trained_run_is_read_back_by_the_sync_eval_tool(tmp_path):
+  """configs/unisync.py:tiny trained end to end (its sync evaluation in the loop), then
+  `synclipmae-sync-eval` on the workdir (checkpoint read API, one device) gives the logged figures."""
+  config = unisync_config(data=2, fsdp=2, tensor=2)
+  config.data.directory = str(tmp_path / "data")
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    logged = json.load(f)
+  report = sync_eval.evaluate(workdir)
+  assert report["step"] == config.num_train_steps
+  for name, value in report["metrics"].items():
+    assert value == pytest.approx(logged[name], rel=1e-4, abs=1e-6), name
+  assert logged["unisync/cross_speaker"] == 1.0

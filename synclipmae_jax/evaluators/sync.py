@@ -55,11 +55,15 @@ def validate(entry, config) -> list[str]:
   return errors
 
 
+# Evaluator types that run this protocol (their modules' Evaluator subclasses this one's).
+PROTOCOL_TYPES = ("sync", "unisync_sync")
+
+
 def entry_of(config):
-  """The config's sync evaluator options (`config.evals.sync`; the defaults for a run trained
-  without that evaluator), for the tools that evaluate a checkpoint."""
+  """The config's sync evaluator options (`config.evals.sync`, of one of PROTOCOL_TYPES; the
+  defaults for a run trained without that evaluator), for the tools that evaluate a checkpoint."""
   entry = config.evals.get("sync")
-  if entry is None or entry.get("type") != "sync":
+  if entry is None or entry.get("type") not in PROTOCOL_TYPES:
     entry = config.evals.sync = config_defaults.sync_eval_config()
   return entry
 

@@ -11,6 +11,7 @@ A task module gives train.py's banner sections their task-specific parts:
                                                     this process's rows of each global batch;
   build(config, mesh) -> experiment                 model, abstract state, jitted init / step,
                                                     `scope()`, `step_flops`;
+  build_model(config) -> the task's model           (flax module) for the tools that read a run;
   summary(config, exp, log_path) -> str             the start-of-run console lines;
   evaluator_kwargs(exp, eval_inputs) -> dict        what `config.evals`' evaluators are built with;
   initialize(exp, state) -> state                   a fresh state's pretrained weights, if any;

@@ -8,6 +8,7 @@ import jax
 from data_pipelines import grain_pipeline
 from synclipmae_jax import config_validation, console, experiment, input_pipeline, visualize
 from synclipmae_jax import weights
+from synclipmae_jax.models import synclipmae
 
 
 def validate(config, *, num_devices: int, process_count: int) -> None:
@@ -30,6 +31,10 @@ def make_input(config, workdir: str):
 
 
 build = experiment.build
+
+
+def build_model(config):
+  return synclipmae.build(config.model)
 
 
 def summary(config, exp, log_path: str) -> str:

@@ -33,10 +33,10 @@ import numpy as np
 
 from data_pipelines import schema
 from data_pipelines.prepare import encode, prepare, process, report as report_lib
-from synclipmae_jax import checkpointing, sync_metrics
+from synclipmae_jax import checkpointing, sync_metrics, tasks
+from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.evaluators import sync as sync_evaluator
 from synclipmae_jax.models import audio_encoder as audio_encoder_lib
-from synclipmae_jax.models import synclipmae
 
 
 class NotEstimated(ValueError):
@@ -79,7 +79,7 @@ class Estimator:
     self.options = process.PrepareOptions(image_size=self.config.model.image_size,
                                           **({} if margin is None else {"margin": margin}))
     self.restored = checkpointing.load(workdir, step)
-    self.model = synclipmae.build(self.config.model)
+    self.model = tasks.get(self.config).build_model(self.config)
     self.audio_encoder = audio_encoder_lib.build(self.config.model.audio)
 
   def __call__(self, video: str, folder: str | None = None) -> dict:
@@ -87,7 +87,7 @@ class Estimator:
       shards, num_clips = prepare_video(video, folder or scratch, self.options, self.detector)
       entry = sync_evaluator.entry_of(self.config).copy_and_resolve_references()
       entry.update(max_true_lag=0, trials_per_clip=1, num_clips=num_clips)
-      evaluator = sync_evaluator.Evaluator(entry, self.config, model=self.model,
+      evaluator = evaluators.module(entry.type).Evaluator(entry, self.config, model=self.model,
                                            audio_encoder=self.audio_encoder, eval_paths=shards)
       _, trials = evaluator.evaluate(self.restored.params, self.restored.frozen)
       weights = np.array([len(evaluator.clips[t["clip"]]["frames"]) for t in trials], np.float64)

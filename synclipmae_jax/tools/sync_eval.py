@@ -37,11 +37,10 @@ import numpy as np
 
 from data_pipelines import schema
 from data_pipelines.prepare import plan
-from synclipmae_jax import checkpointing, input_pipeline
+from synclipmae_jax import checkpointing, input_pipeline, tasks
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.evaluators import sync as sync_evaluator
 from synclipmae_jax.models import audio_encoder as audio_encoder_lib
-from synclipmae_jax.models import synclipmae
 from synclipmae_jax.tools import fix_sync
 
 REPORT_JSON = "sync_eval.json"
@@ -67,9 +66,9 @@ def evaluate(workdir: str, *, step: int | None = None, eval_pattern: str = "",
   else:
     eval_paths = input_pipeline.dataset_paths(config)[1]
   restored = checkpointing.load(workdir, step)
-  evaluator = sync_evaluator.Evaluator(entry, config, model=synclipmae.build(config.model),
-                                       audio_encoder=audio_encoder_lib.build(config.model.audio),
-                                       eval_paths=eval_paths)
+  evaluator = evaluators.module(entry.type).Evaluator(
+      entry, config, model=tasks.get(config).build_model(config),
+      audio_encoder=audio_encoder_lib.build(config.model.audio), eval_paths=eval_paths)
   metrics, trials = evaluator.evaluate(restored.params, restored.frozen)
   ms_per_frame = 1000.0 / schema.FPS
   for trial in trials:
