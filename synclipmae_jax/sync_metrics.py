@@ -219,3 +219,20 @@ def r_precision(
     pool_dist = 1.0 - v[np.concatenate([[i], others])] @ a[i]  # true candidate first
     ranks[i] = 1 + np.count_nonzero(pool_dist[1:] <= pool_dist[0])
   return {k: float(np.mean(ranks <= k)) for k in ks}
+
+
+def chance(*, max_lag: int, max_true_lag: int, tolerance: int, pool_size: int,
+           ks: Sequence[int]) -> dict[str, float]:
+  """The figures of an estimator that guesses: Acc and Offset when every window's estimate is
+  uniform over -max_lag..max_lag and the true lag uniform over -max_true_lag..max_true_lag (as the
+  sync evaluator draws it); R-precision@k when the true token's rank is uniform over the pool.
+
+  Returns:
+    {"acc": fraction, "offset": frames, "rprec@k": fraction for each k} (independent of K).
+  """
+  guesses = np.arange(-max_lag, max_lag + 1)
+  truths = np.arange(-max_true_lag, max_true_lag + 1)
+  error = np.abs(guesses[None, :] - truths[:, None])
+  out = {"acc": float(np.mean(error <= tolerance)), "offset": float(np.mean(error))}
+  out.update({f"rprec@{k}": k / pool_size for k in ks})
+  return out

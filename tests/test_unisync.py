@@ -4,6 +4,7 @@ the samples (anchor, shifted same-speaker audio, another speaker's) read back fr
 
 import json
 import os
+import shutil
 
 import flax.linen as nn
 import jax
@@ -12,11 +13,12 @@ import numpy as np
 import pytest
 
 from configs import unisync as unisync_configs
-from synclipmae_jax import input_pipeline, sharding, train, train_state, unisync_losses, unisync_pairs
+from synclipmae_jax import input_pipeline, sharding, sync_metrics, train, train_state
+from synclipmae_jax import unisync_losses, unisync_pairs
 from synclipmae_jax.evaluators import unisync_sync
 from synclipmae_jax.models import unisync
 from synclipmae_jax.tasks import unisync as unisync_task
-from synclipmae_jax.tools import sync_eval
+from synclipmae_jax.tools import sync_eval, sync_table
 
 
 def naive_p_sync(a, v):
@@ -209,13 +211,19 @@ def test_sync_evaluator_scores_unisync_embeddings_with_the_sync_protocol(tmp_pat
     np.testing.assert_allclose(tokens[i], np.maximum(naive[0], 0), rtol=1e-5, atol=1e-6)
 
 
-def test_a_trained_run_is_read_back_by_the_sync_eval_tool(tmp_path):
-  """configs/unisync.py:tiny trained end to end (its sync evaluation in the loop), then
-  `synclipmae-sync-eval` on the workdir (checkpoint read API, one device) gives the logged figures."""
+@pytest.fixture(scope="module")
+def unisync_run(tmp_path_factory):
+  """configs/unisync.py:tiny trained end to end on 8 devices (its sync evaluation in the loop)."""
+  root = tmp_path_factory.mktemp("unisync_run")
   config = unisync_config(data=2, fsdp=2, tensor=2)
-  config.data.directory = str(tmp_path / "data")
-  workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir)
+  config.data.directory = str(root / "data")
+  train.train_and_evaluate(config, str(root / "run"))
+  return config, str(root / "run")
+
+
+def test_a_trained_run_is_read_back_by_the_sync_eval_tool(unisync_run):
+  """`synclipmae-sync-eval` on the workdir (checkpoint read API, one device) gives the logged figures."""
+  config, workdir = unisync_run
   with open(os.path.join(workdir, "metrics.json")) as f:
     logged = json.load(f)
   report = sync_eval.evaluate(workdir)
@@ -223,3 +231,34 @@ def test_a_trained_run_is_read_back_by_the_sync_eval_tool(tmp_path):
   for name, value in report["metrics"].items():
     assert value == pytest.approx(logged[name], rel=1e-4, abs=1e-6), name
   assert logged["unisync/cross_speaker"] == 1.0
+
+
+def test_chance_figures_by_hand():
+  # Guesses -1, 0, 1 against the truth 0: errors 1, 0, 1.
+  out = sync_metrics.chance(max_lag=1, max_true_lag=0, tolerance=0, pool_size=4, ks=(1, 3))
+  assert out == pytest.approx({"acc": 1 / 3, "offset": 2 / 3, "rprec@1": 0.25, "rprec@3": 0.75})
+  # The evaluator's default protocol: 3 of 31 guesses within +-1 of any truth up to +-10.
+  assert sync_metrics.chance(max_lag=15, max_true_lag=10, tolerance=1, pool_size=32,
+                             ks=(1,))["acc"] == pytest.approx(3 / 31)
+
+
+def test_sync_table_has_a_row_per_run_chance_and_refuses_other_protocols(tiny_run, unisync_run,
+                                                                          tmp_path):
+  _, synclipmae_workdir, _ = tiny_run
+  _, unisync_workdir = unisync_run
+  table = sync_table.build([synclipmae_workdir, unisync_workdir])
+  assert [r["task"] for r in table["rows"]] == ["pretrain", "unisync"]
+  for row, workdir in zip(table["rows"], (synclipmae_workdir, unisync_workdir)):
+    assert row["metrics"] == pytest.approx(sync_eval.evaluate(workdir)["metrics"])
+  p = table["protocol"]
+  assert table["chance"][f"sync/rprec@{p['ks'][0]}"] == pytest.approx(100 * p["ks"][0] / p["pool_size"])
+  text = sync_table.markdown(table)
+  assert text.count("| tiny_run (pretrain), step 4 |") == 1 and "| chance |" in text
+  # Another protocol (a different pool) cannot share the table.
+  other = tmp_path / "other"
+  shutil.copytree(unisync_workdir, other)
+  config = json.loads((other / "config.json").read_text())
+  config["evals"]["sync"]["pool_size"] = 4
+  (other / "config.json").write_text(json.dumps(config))
+  with pytest.raises(ValueError, match="evals.sync.pool_size=4 differs"):
+    sync_table.build([unisync_workdir, str(other)])

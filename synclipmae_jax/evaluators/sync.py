@@ -28,7 +28,7 @@ import numpy as np
 
 from data_pipelines import audio_windows, grain_pipeline
 from data_pipelines import face_weights as face_weights_lib
-from synclipmae_jax import config_defaults, losses, masking, objective, sync_metrics
+from synclipmae_jax import config_defaults, losses, masking, objective, sync_metrics, tasks
 from synclipmae_jax.models import layers
 
 VIEWS = ("face", "full")
@@ -64,7 +64,10 @@ def entry_of(config):
   defaults for a run trained without that evaluator), for the tools that evaluate a checkpoint."""
   entry = config.evals.get("sync")
   if entry is None or entry.get("type") not in PROTOCOL_TYPES:
-    entry = config.evals.sync = config_defaults.sync_eval_config()
+    task = tasks.get(config)
+    if not hasattr(task, "SYNC_EVALUATOR"):
+      raise ValueError(f"a {tasks.name_of(config)} run has no sync evaluation")
+    entry = config.evals.sync = config_defaults.sync_eval_config(type=task.SYNC_EVALUATOR)
   return entry
 
 

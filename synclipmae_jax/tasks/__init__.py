@@ -15,7 +15,9 @@ A task module gives train.py's banner sections their task-specific parts:
   summary(config, exp, log_path) -> str             the start-of-run console lines;
   evaluator_kwargs(exp, eval_inputs) -> dict        what `config.evals`' evaluators are built with;
   initialize(exp, state) -> state                   a fresh state's pretrained weights, if any;
-  write_images(writer, exp, state, batch, step)     periodic images (None: the task has none).
+  write_images(writer, exp, state, batch, step)     periodic images (None: the task has none);
+  SYNC_EVALUATOR                                    (tasks with sync evaluation) the evaluator type
+                                                    the sync tools use on a run without evals.sync.
 """
 
 from __future__ import annotations

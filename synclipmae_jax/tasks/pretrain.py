@@ -31,6 +31,7 @@ def make_input(config, workdir: str):
 
 
 build = experiment.build
+SYNC_EVALUATOR = "sync"  # the evaluator type of the sync tools' protocol on this task's runs
 
 
 def build_model(config):

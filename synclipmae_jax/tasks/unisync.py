@@ -22,6 +22,7 @@ from synclipmae_jax.tasks import pretrain
 make_input = pretrain.make_input
 init_warnings = pretrain.init_warnings
 write_images = None
+SYNC_EVALUATOR = "unisync_sync"  # the evaluator type of the sync tools' protocol on this task's runs
 
 
 def validate(config, *, num_devices: int, process_count: int) -> None:
