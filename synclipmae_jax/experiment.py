@@ -69,9 +69,7 @@ def build(config, mesh: Mesh) -> Experiment:
   fns = train_state.make(config, model, audio_encoder, tx, schedule, groups)
   abstract, init, step, visual_step = train_state.jit_all(
       fns, mesh, rules, jax.random.PRNGKey(config.seed))
-  batch_sharding = sharding.batch_sharding(mesh)
-  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
-           for k, v in fns.dummy_batch.items()}
+  batch = train_state.abstract_batch(fns, mesh)
   step_flops = flops.train_step_flops(
       config, group_size=groups, audio_encoder=audio_encoder,
       audio_features=audio_feature_shape(audio_encoder, abstract.frozen, config.data.window_frames))

@@ -122,3 +122,17 @@ def jit_all(fns: StepFunctions, mesh, rules, rng):
     visual_step = fns.visual_step and jax.jit(fns.visual_step, in_shardings=(shardings, batch),
                                               out_shardings=sharding.replicated(mesh))
   return abstract, init, train_step, visual_step
+
+
+def abstract_batch(fns: StepFunctions, mesh) -> dict:
+  """fns' global batch as ShapeDtypeStructs with the batch sharding (for lowering the step)."""
+  batch_sharding = sharding.batch_sharding(mesh)
+  return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
+          for k, v in fns.dummy_batch.items()}
+
+
+def lowered_flops(train_step, abstract_state, batch, mesh, rules) -> float:
+  """XLA's FLOP count of the lowered (not compiled) train step; 0 when it gives none."""
+  with sharding.scope(mesh, rules):
+    cost = train_step.lower(abstract_state, batch).cost_analysis() or {}
+  return float(cost.get("flops", 0.0))

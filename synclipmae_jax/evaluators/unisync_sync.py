@@ -23,24 +23,13 @@ validate = sync.validate
 
 
 @functools.cache
-def video_embedding_fn(model):
-  """Jitted (params, frames uint8 [F, K, H, W, 3]) -> ReLU(v') [F, D]."""
+def embedding_fn(model, stream: str):
+  """Jitted (params, windows) -> the rectified embedding [F, D] of UniSync's `stream`: "video"
+  (frames uint8 [F, K, H, W, 3] -> ReLU(v')) or "audio" (features [F, K, L, C] -> ReLU(a'))."""
 
   @jax.jit
   def embed(params, windows):
-    out = jax.nn.relu(model.apply({"params": params}, windows, method=model.embed_video))
-    return layers.constrain(out, None, None)
-
-  return embed
-
-
-@functools.cache
-def audio_embedding_fn(model):
-  """Jitted (params, features [F, K, L, C]) -> ReLU(a') [F, D]."""
-
-  @jax.jit
-  def embed(params, windows):
-    out = jax.nn.relu(model.apply({"params": params}, windows, method=model.embed_audio))
+    out = jax.nn.relu(model.apply({"params": params}, windows, method=f"embed_{stream}"))
     return layers.constrain(out, None, None)
 
   return embed
@@ -62,8 +51,8 @@ class Evaluator(sync.Evaluator):
 
   def __init__(self, entry, config, *, model, audio_encoder, eval_paths: list[str]):
     self.load(entry, config, model, audio_encoder, eval_paths)
-    self.video_fn = video_embedding_fn(model)
-    self.audio_fn = audio_embedding_fn(model)
+    self.video_fn = embedding_fn(model, "video")
+    self.audio_fn = embedding_fn(model, "audio")
     self.features_fn = audio_features_fn(audio_encoder, self.window_frames)
 
   def _embed(self, fn, params, windows: np.ndarray) -> np.ndarray:

@@ -99,16 +99,12 @@ def build(config, mesh) -> experiment.Experiment:
   tx, schedule = optimizer.make(config.optim, config.num_train_steps)
   fns = step_functions(config, model, audio_encoder, tx, schedule)
   abstract, init, step, _ = train_state.jit_all(fns, mesh, rules, jax.random.PRNGKey(config.seed))
-  batch_sharding = sharding.batch_sharding(mesh)
-  batch = {name: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
-           for name, v in fns.dummy_batch.items()}
-  with sharding.scope(mesh, rules):
-    cost = step.lower(abstract, batch).cost_analysis() or {}
+  batch = train_state.abstract_batch(fns, mesh)
   return experiment.Experiment(
       config=config, mesh=mesh, rules=rules, model=model, audio_encoder=audio_encoder, tx=tx,
       schedule=schedule, group_size=config.data.global_batch_size, abstract_state=abstract,
       init=init, train_step=step, visual_step=None, abstract_batch=batch,
-      step_flops=float(cost.get("flops", 0.0)))
+      step_flops=train_state.lowered_flops(step, abstract, batch, mesh, rules))
 
 
 def summary(config, exp, log_path: str) -> str:

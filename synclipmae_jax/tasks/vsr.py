@@ -222,14 +222,11 @@ def build(config, mesh) -> VsrExperiment:
   tx, schedule = optimizer.make(config.optim, config.num_train_steps)
   fns = step_functions(config, model, tx, schedule, feature_dim(config))
   abstract, init, step, _ = train_state.jit_all(fns, mesh, rules, jax.random.PRNGKey(config.seed))
-  batch_sharding = sharding.batch_sharding(mesh)
-  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
-           for k, v in fns.dummy_batch.items()}
-  with sharding.scope(mesh, rules):
-    cost = step.lower(abstract, batch).cost_analysis() or {}
+  batch = train_state.abstract_batch(fns, mesh)
   return VsrExperiment(config=config, mesh=mesh, rules=rules, model=model, tx=tx,
                        schedule=schedule, abstract_state=abstract, init=init, train_step=step,
-                       abstract_batch=batch, step_flops=float(cost.get("flops", 0.0)))
+                       abstract_batch=batch,
+                       step_flops=train_state.lowered_flops(step, abstract, batch, mesh, rules))
 
 
 def summary(config, exp, log_path: str) -> str:

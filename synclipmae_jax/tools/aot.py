@@ -42,7 +42,6 @@ import sys
 import time
 
 from absl import app, flags
-import flax.linen as nn
 import jax
 import numpy as np
 from ml_collections import config_flags
