@@ -25,10 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import harness  # pylint: disable=wrong-import-position
 from data_pipelines import schema  # pylint: disable=wrong-import-position
-from synclipmae_jax import checkpointing, input_pipeline, tasks  # pylint: disable=wrong-import-position
-from synclipmae_jax.evaluators import common as evaluators  # pylint: disable=wrong-import-position
+from synclipmae_jax import checkpointing, input_pipeline  # pylint: disable=wrong-import-position
 from synclipmae_jax.evaluators import sync as sync_evaluator  # pylint: disable=wrong-import-position
-from synclipmae_jax.models import audio_encoder as audio_encoder_lib  # pylint: disable=wrong-import-position
 
 
 def main(argv=None) -> None:
@@ -42,10 +40,7 @@ def main(argv=None) -> None:
   config = checkpointing.read_config(a.workdir)
   restored = checkpointing.load(a.workdir)
   entry = sync_evaluator.entry_of(config)
-  evaluator = evaluators.module(entry.type).Evaluator(
-      entry, config, model=tasks.get(config).build_model(config),
-      audio_encoder=audio_encoder_lib.build(config.model.audio),
-      eval_paths=input_pipeline.dataset_paths(config)[1])
+  evaluator = sync_evaluator.evaluator_of_run(config, entry, input_pipeline.dataset_paths(config)[1])
   params, frozen = restored.params, restored.frozen
   start = time.perf_counter()
   metrics, _ = evaluator.evaluate(params, frozen)

@@ -70,7 +70,7 @@ def videos(tmp_path_factory):
 
 
 def test_whole_frame_detector_gives_one_frame_sized_face_per_image():
-  images = [face_detector.np.zeros((6, 10, 3), face_detector.np.uint8)] * 3
+  images = [np.zeros((6, 10, 3), np.uint8)] * 3
   faces = face_detector.load_detector("whole_frame").detect(images)
   assert [len(f) for f in faces] == [1, 1, 1]
   assert faces[0][0].box.tolist() == [0, 0, 10, 6] and faces[0][0].landmarks is None

@@ -29,6 +29,7 @@ import numpy as np
 from data_pipelines import audio_windows, grain_pipeline
 from data_pipelines import face_weights as face_weights_lib
 from synclipmae_jax import config_defaults, losses, masking, objective, sync_metrics, tasks
+from synclipmae_jax.models import audio_encoder as audio_encoder_lib
 from synclipmae_jax.models import layers
 
 VIEWS = ("face", "full")
@@ -55,20 +56,28 @@ def validate(entry, config) -> list[str]:
   return errors
 
 
-# Evaluator types that run this protocol (their modules' Evaluator subclasses this one's).
-PROTOCOL_TYPES = ("sync", "unisync_sync")
-
-
 def entry_of(config):
-  """The config's sync evaluator options (`config.evals.sync`, of one of PROTOCOL_TYPES; the
-  defaults for a run trained without that evaluator), for the tools that evaluate a checkpoint."""
+  """The config's sync evaluator options (`config.evals.sync` when it is of the type the run's
+  task scores sync with, `SYNC_EVALUATOR`; the defaults of that type for a run trained without
+  it), for the tools that evaluate a checkpoint."""
+  task = tasks.get(config)
+  if not hasattr(task, "SYNC_EVALUATOR"):
+    raise ValueError(f"a {tasks.name_of(config)} run has no sync evaluation")
   entry = config.evals.get("sync")
-  if entry is None or entry.get("type") not in PROTOCOL_TYPES:
-    task = tasks.get(config)
-    if not hasattr(task, "SYNC_EVALUATOR"):
-      raise ValueError(f"a {tasks.name_of(config)} run has no sync evaluation")
+  if entry is None or entry.get("type") != task.SYNC_EVALUATOR:
     entry = config.evals.sync = config_defaults.sync_eval_config(type=task.SYNC_EVALUATOR)
   return entry
+
+
+def evaluator_of_run(config, entry, eval_paths: list[str], *, model=None, audio_encoder=None):
+  """The sync-protocol evaluator of a run read from its workdir (the tools): `entry.type`'s
+  Evaluator with the run's task's model and audio front end (built from the config unless given,
+  e.g. once for many videos)."""
+  from synclipmae_jax.evaluators import common  # pylint: disable=import-outside-toplevel
+  return common.module(entry.type).Evaluator(
+      entry, config, model=model or tasks.get(config).build_model(config),
+      audio_encoder=audio_encoder or audio_encoder_lib.build(config.model.audio),
+      eval_paths=eval_paths)
 
 
 @functools.cache

@@ -38,6 +38,10 @@ def validate(config, *, num_devices: int, process_count: int) -> None:
     errors.append(f"model.unisync.margin={u.margin} must be >= 0")
   if min(min(u.channels), u.audio_width, u.hidden, u.embed_dim) < 1:
     errors.append("model.unisync.channels, audio_width, hidden and embed_dim must be >= 1")
+  for name, entry in config.evals.items():
+    if entry.get("type") != SYNC_EVALUATOR:
+      errors.append(f"evals.{name}.type={entry.get('type')!r}: a UniSync run is evaluated by "
+                    f"{SYNC_EVALUATOR!r} only")
   if errors:
     raise ValueError("invalid config:\n  " + "\n  ".join(errors))
 

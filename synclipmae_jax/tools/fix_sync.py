@@ -34,7 +34,6 @@ import numpy as np
 from data_pipelines import schema
 from data_pipelines.prepare import encode, prepare, process, report as report_lib
 from synclipmae_jax import checkpointing, sync_metrics, tasks
-from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.evaluators import sync as sync_evaluator
 from synclipmae_jax.models import audio_encoder as audio_encoder_lib
 
@@ -87,8 +86,8 @@ class Estimator:
       shards, num_clips = prepare_video(video, folder or scratch, self.options, self.detector)
       entry = sync_evaluator.entry_of(self.config).copy_and_resolve_references()
       entry.update(max_true_lag=0, trials_per_clip=1, num_clips=num_clips)
-      evaluator = evaluators.module(entry.type).Evaluator(entry, self.config, model=self.model,
-                                           audio_encoder=self.audio_encoder, eval_paths=shards)
+      evaluator = sync_evaluator.evaluator_of_run(self.config, entry, shards, model=self.model,
+                                                  audio_encoder=self.audio_encoder)
       _, trials = evaluator.evaluate(self.restored.params, self.restored.frozen)
       weights = np.array([len(evaluator.clips[t["clip"]]["frames"]) for t in trials], np.float64)
     curves = np.array([t["distance"] for t in trials])

@@ -40,7 +40,6 @@ from data_pipelines.prepare import plan
 from synclipmae_jax import checkpointing, input_pipeline, tasks
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.evaluators import sync as sync_evaluator
-from synclipmae_jax.models import audio_encoder as audio_encoder_lib
 from synclipmae_jax.tools import fix_sync
 
 REPORT_JSON = "sync_eval.json"
@@ -66,15 +65,14 @@ def evaluate(workdir: str, *, step: int | None = None, eval_pattern: str = "",
   else:
     eval_paths = input_pipeline.dataset_paths(config)[1]
   restored = checkpointing.load(workdir, step)
-  evaluator = evaluators.module(entry.type).Evaluator(
-      entry, config, model=tasks.get(config).build_model(config),
-      audio_encoder=audio_encoder_lib.build(config.model.audio), eval_paths=eval_paths)
+  evaluator = sync_evaluator.evaluator_of_run(config, entry, eval_paths)
   metrics, trials = evaluator.evaluate(restored.params, restored.frozen)
   ms_per_frame = 1000.0 / schema.FPS
   for trial in trials:
     trial["estimate_ms"] = trial["estimate"] * ms_per_frame
     trial["true_lag_ms"] = trial["true_lag"] * ms_per_frame
-  return {"workdir": os.path.abspath(workdir), "step": restored.step, "eval_shards": eval_paths,
+  return {"workdir": os.path.abspath(workdir), "step": restored.step, "task": tasks.name_of(config),
+          "eval_shards": eval_paths,
           "options": entry.to_dict(), "metrics": metrics, "trials": trials,
           "sign": "lag > 0: the video lags the audio (audio frame t matches video frame t + lag)"}
 

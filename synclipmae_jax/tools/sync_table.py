@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 
-from synclipmae_jax import checkpointing, sync_metrics, tasks
+from synclipmae_jax import sync_metrics
 from synclipmae_jax.tools import sync_eval
 
 # Paper Table 1 (../shared/papers/synclipmae.txt, its first results table): K = 1 / 5 / 15 Acc (%)
@@ -42,9 +42,8 @@ def build(workdirs: list[str], *, eval_pattern: str = "") -> dict:
       if value != protocol[name]:
         raise ValueError(f"{workdir}: evals.sync.{name}={value} differs from {workdirs[0]}'s "
                          f"{protocol[name]}: the rows would not be comparable")
-    task = tasks.name_of(checkpointing.read_config(workdir))
-    rows.append({"name": f"{os.path.basename(os.path.normpath(workdir))} ({task})",
-                 "workdir": report["workdir"], "step": report["step"], "task": task,
+    rows.append({"name": f"{os.path.basename(os.path.normpath(workdir))} ({report['task']})",
+                 "workdir": report["workdir"], "step": report["step"], "task": report["task"],
                  "eval_shards": report["eval_shards"], "metrics": report["metrics"]})
   guess = sync_metrics.chance(max_lag=protocol["max_lag"], max_true_lag=protocol["max_true_lag"],
                               tolerance=protocol["tolerance"], pool_size=protocol["pool_size"],
