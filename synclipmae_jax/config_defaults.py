@@ -121,6 +121,14 @@ def unisync_config() -> ml_collections.ConfigDict:
       window=5, channels=(32, 64, 128), audio_width=128, hidden=256, embed_dim=128, margin=0.2))
 
 
+def syncnet_config() -> ml_collections.ConfigDict:
+  """The SyncNet we train: its streams and contrastive margin (models/syncnet.py,
+  syncnet_losses.py; `task="syncnet"`)."""
+  return ml_collections.ConfigDict(dict(
+      window=5, channels=(32, 64, 128), audio_channels=(32, 64), hidden=256, embed_dim=128,
+      margin=1.0))
+
+
 def optim_config(**overrides) -> ml_collections.ConfigDict:
   """AdamW with warm-up and cosine decay (`optimizer.make`)."""
   c = ml_collections.ConfigDict(dict(

@@ -4,12 +4,16 @@ Two training-free evaluations on per-frame tokens (audio tokens vs vocal-motion 
 
 - Temporal lag detection: slide the video against the audio over lags -max_lag..max_lag
   (the video carries max_lag frames of context on each side, so every lag is scored on
-  every frame and no window is biased by the clip's edges), average the cosine distance over windows of K audio frames (the context length K of
+  every frame and no window is biased by the clip's edges), average the distance over windows of K audio frames (the context length K of
   VocaLiST), take the lag of minimum distance per window, and report Acc (fraction of
   windows within +-tolerance frames of the truth, per video, averaged over videos, as
   VocaLiST counts it) and Offset (mean absolute lag error in frames, same averaging).
 - R-precision@k: rank the true video token of each audio token among a pool of
   distractors and report the fraction ranked in the top k.
+
+Distances: the cosine distance 1 - cos(a, v) by default (SyncLipMAE's tokens, UniSync's
+embeddings), or the Euclidean distance |a - v| that SyncNet's LSE figures are computed with
+(`DISTANCES`; a SyncNet-style run's evaluator chooses it).
 
 Sign convention: a lag L > 0 means the video lags the audio, i.e. audio frame t matches
 video frame t + L: the audio leads. SyncNet's printed offset has the same sign (offset > 0: the
@@ -24,6 +28,23 @@ from collections.abc import Sequence
 import numpy as np
 
 _EPS = 1e-12
+DISTANCES = ("cosine", "euclidean")
+
+
+def _check_distance(distance: str) -> None:
+  if distance not in DISTANCES:
+    raise ValueError(f"distance={distance!r} must be one of {DISTANCES}")
+
+
+def pair_distances(audio: np.ndarray, video: np.ndarray, distance: str = "cosine") -> np.ndarray:
+  """[N, M] float64 distances between every audio row [N, D] and video row [M, D]: 1 - cosine
+  (zero rows have cosine 0) or Euclidean."""
+  _check_distance(distance)
+  if distance == "cosine":
+    return 1.0 - _unit(audio) @ _unit(video).T
+  a, v = np.asarray(audio, np.float64), np.asarray(video, np.float64)
+  squared = (a * a).sum(-1)[:, None] + (v * v).sum(-1)[None, :] - 2.0 * a @ v.T
+  return np.sqrt(np.maximum(squared, 0.0))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -32,8 +53,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), _EPS)
 
 
-def lag_distance_matrix(audio: np.ndarray, video: np.ndarray, max_lag: int = 15) -> np.ndarray:
-  """Cosine distances between audio frame t and video frame t + lag for every lag.
+def lag_distance_matrix(audio: np.ndarray, video: np.ndarray, max_lag: int = 15,
+                        distance: str = "cosine") -> np.ndarray:
+  """Distances (`pair_distances`) between audio frame t and video frame t + lag for every lag.
 
   The video carries `max_lag` frames of context on each side of the audio (as SyncNet's
   padded features do, but with real frames), so every lag is scored on every audio frame.
@@ -44,10 +66,11 @@ def lag_distance_matrix(audio: np.ndarray, video: np.ndarray, max_lag: int = 15)
       j - t - max_lag pairs with audio frame t (row max_lag + t is audio frame t's
       lag-0 partner).
     max_lag: lags -max_lag..max_lag are scored.
+    distance: one of DISTANCES.
 
   Returns:
-    [2 * max_lag + 1, T] float64; row l holds lag l - max_lag, entry (l, t) is
-    1 - cos(audio[t], video[max_lag + t + lag]).
+    [2 * max_lag + 1, T] float64; row l holds lag l - max_lag, entry (l, t) is the distance
+    between audio[t] and video[max_lag + t + lag] (1 - cos, or |a - v|).
 
   Raises:
     ValueError: on a negative max_lag or mismatched shapes.
@@ -59,10 +82,10 @@ def lag_distance_matrix(audio: np.ndarray, video: np.ndarray, max_lag: int = 15)
     raise ValueError(f"audio {audio.shape} must be [T, D] and video {video.shape} "
                      f"[T + 2 * max_lag = T + {2 * max_lag}, D]")
   t = audio.shape[0]
-  similarity = _unit(audio) @ _unit(video).T  # [T audio, T + 2 max_lag video]
+  pairs = pair_distances(audio, video, distance)  # [T audio, T + 2 max_lag video]
   lags = np.arange(-max_lag, max_lag + 1)
   video_index = np.arange(t)[None, :] + max_lag + lags[:, None]
-  return 1.0 - similarity[np.arange(t)[None, :], video_index]
+  return pairs[np.arange(t)[None, :], video_index]
 
 
 def window_lag_estimates(dist: np.ndarray, window: int, max_lag: int) -> np.ndarray:
@@ -92,19 +115,20 @@ def window_lag_estimates(dist: np.ndarray, window: int, max_lag: int) -> np.ndar
   return np.argmin(means, axis=0) - max_lag
 
 
-def lag_curve(audio: np.ndarray, video: np.ndarray, max_lag: int = 15) -> dict:
+def lag_curve(audio: np.ndarray, video: np.ndarray, max_lag: int = 15,
+              distance: str = "cosine") -> dict:
   """One clip's whole-clip lag estimate: the distance-vs-lag curve and its minimum.
 
   Args:
-    audio, video, max_lag: as for `lag_distance_matrix`.
+    audio, video, max_lag, distance: as for `lag_distance_matrix`.
 
   Returns:
-    {"lags": [2 * max_lag + 1] ints -max_lag..max_lag, "distance": the cosine distance of each
+    {"lags": [2 * max_lag + 1] ints -max_lag..max_lag, "distance": the distance of each
      lag averaged over all frames, "estimate": the lag of minimum distance (frames; the most
      negative on exact ties), "confidence": median minus minimum of the curve (SyncNet's LSE-C
      arithmetic on our distances: 0 when no lag stands out)}.
   """
-  return curve_estimate(lag_distance_matrix(audio, video, max_lag).mean(axis=1), max_lag)
+  return curve_estimate(lag_distance_matrix(audio, video, max_lag, distance).mean(axis=1), max_lag)
 
 
 def curve_estimate(curve: np.ndarray, max_lag: int) -> dict:
@@ -124,6 +148,7 @@ def lag_detection(
     windows: Sequence[int] = (1, 5, 15),
     max_lag: int = 15,
     tolerance: int = 1,
+    distance: str = "cosine",
 ) -> dict[int, dict[str, float | list[float]]]:
   """Temporal lag detection Acc / Offset for each context length K (paper section 5).
 
@@ -135,6 +160,7 @@ def lag_detection(
     windows: context lengths K.
     max_lag: lags -max_lag..max_lag are searched.
     tolerance: a window is correct when |estimate - truth| <= tolerance frames.
+    distance: one of DISTANCES.
 
   Returns:
     {K: {"acc": mean over videos of the per-video fraction of correct windows,
@@ -156,7 +182,7 @@ def lag_detection(
       raise ValueError(f"true_lags[{i}] = {lag} lies outside [-{max_lag}, {max_lag}]")
   per_video: dict[int, tuple[list[float], list[float]]] = {k: ([], []) for k in windows}
   for i, (audio, video, lag) in enumerate(zip(audio_clips, video_clips, true_lags)):
-    dist = lag_distance_matrix(audio, video, max_lag)
+    dist = lag_distance_matrix(audio, video, max_lag, distance)
     for k in windows:
       if k > dist.shape[1]:
         raise ValueError(f"clip {i} has {dist.shape[1]} frames, fewer than window K = {k}")
@@ -180,12 +206,13 @@ def r_precision(
     pool_size: int = 32,
     ks: Sequence[int] = (1, 2, 3),
     seed: int = 0,
+    distance: str = "cosine",
 ) -> dict[int, float]:
   """Audio-to-video token matching R-precision@k (paper section 5).
 
   For each query i the pool is its true video token i plus pool_size - 1 distinct other
-  indices drawn with `np.random.default_rng(seed)`. The pool is ranked by cosine distance
-  to audio i; ties count against the query: rank = 1 + number of distractors whose
+  indices drawn with `np.random.default_rng(seed)`. The pool is ranked by its distance
+  (`pair_distances`) to audio i; ties count against the query: rank = 1 + number of distractors whose
   distance is <= the true one's. R@k = mean over queries of [rank <= k].
 
   Args:
@@ -194,6 +221,7 @@ def r_precision(
     pool_size: candidates per query, including the true one (1 <= pool_size <= N).
     ks: the k values to report.
     seed: seed of the distractor sampler.
+    distance: one of DISTANCES.
 
   Returns:
     {k: R-precision@k} as fractions in [0, 1].
@@ -210,13 +238,13 @@ def r_precision(
   for k in ks:
     if not 1 <= k <= pool_size:
       raise ValueError(f"k = {k} must lie in [1, pool_size = {pool_size}]")
+  _check_distance(distance)
   rng = np.random.default_rng(seed)
-  a, v = _unit(audio), _unit(video)
   ranks = np.empty(n, dtype=np.int64)
   for i in range(n):
     others = rng.choice(n - 1, size=pool_size - 1, replace=False)
     others = others + (others >= i)  # skip the true index i
-    pool_dist = 1.0 - v[np.concatenate([[i], others])] @ a[i]  # true candidate first
+    pool_dist = pair_distances(audio[i:i + 1], video[np.concatenate([[i], others])], distance)[0]
     ranks[i] = 1 + np.count_nonzero(pool_dist[1:] <= pool_dist[0])
   return {k: float(np.mean(ranks <= k)) for k in ks}
 

@@ -161,7 +161,7 @@ def test_train_steps_on_eight_devices_equal_one_device_and_keep_the_audio_frozen
     states[name] = (jax.device_get(state.params), jax.device_get(metrics), initial)
   one, eight = states["one"], states["eight"]
   assert one[1]["loss/total"] == pytest.approx(eight[1]["loss/total"], rel=1e-5)
-  assert one[1]["unisync/cross_speaker"] == 1.0  # runs of 2 clips per identity: always another
+  assert one[1]["pairs/cross_speaker"] == 1.0  # runs of 2 clips per identity: always another
   for a, b, start in zip(jax.tree.leaves(one[0]), jax.tree.leaves(eight[0]), jax.tree.leaves(one[2])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert not np.array_equal(a, start)  # every parameter trained
@@ -232,7 +232,7 @@ def test_a_trained_run_is_read_back_by_the_sync_eval_tool(unisync_run):
   assert report["step"] == config.num_train_steps
   for name, value in report["metrics"].items():
     assert value == pytest.approx(logged[name], rel=1e-4, abs=1e-6), name
-  assert logged["unisync/cross_speaker"] == 1.0
+  assert logged["pairs/cross_speaker"] == 1.0
 
 
 def test_chance_figures_by_hand():

@@ -130,7 +130,10 @@ def windows_per_call(entry, window_frames: int) -> int:
 
 
 class Evaluator:
-  """Holds the held-out clips; `run(params, frozen)` -> {"sync/acc_k5": ..., ...}."""
+  """Holds the held-out clips; `run(params, frozen)` -> {"sync/acc_k5": ..., ...}. DISTANCE: the
+  metrics' distance between tokens (`sync_metrics.DISTANCES`)."""
+
+  DISTANCE = "cosine"
 
   def __init__(self, entry, config, *, model, audio_encoder, eval_paths: list[str]):
     self.load(entry, config, model, audio_encoder, eval_paths)
@@ -205,14 +208,15 @@ class Evaluator:
       lags.append(lag)
     results = sync_metrics.lag_detection(
         audio_trials, video_trials, lags, windows=tuple(self.c.windows), max_lag=s,
-        tolerance=self.c.tolerance)
+        tolerance=self.c.tolerance, distance=self.DISTANCE)
     metrics = {}
     for k, r in results.items():
       metrics[f"sync/acc_k{k}"] = 100.0 * float(r["acc"])
       metrics[f"sync/offset_k{k}"] = float(r["offset"])
     trials = []
     for j, ((i, lag), audio, video_tokens) in enumerate(zip(self.trials, audio_trials, video_trials)):
-      trial = {"clip": i, "true_lag": lag, **sync_metrics.lag_curve(audio, video_tokens, s)}
+      trial = {"clip": i, "true_lag": lag,
+               **sync_metrics.lag_curve(audio, video_tokens, s, self.DISTANCE)}
       for k, r in results.items():
         trial[f"acc_k{k}"] = 100.0 * r["acc_per_video"][j]
         trial[f"offset_k{k}"] = r["offset_per_video"][j]
@@ -220,7 +224,8 @@ class Evaluator:
     audio_aligned = [self.audio_tokens(params, frozen, clip, 0, len(clip["frames"]))
                      for clip in self.clips]
     rp = sync_metrics.r_precision(np.concatenate(audio_aligned), np.concatenate(video),
-                                  pool_size=self.c.pool_size, ks=tuple(self.c.ks), seed=self.c.seed)
+                                  pool_size=self.c.pool_size, ks=tuple(self.c.ks), seed=self.c.seed,
+                                  distance=self.DISTANCE)
     for k, v in rp.items():
       metrics[f"sync/rprec@{k}"] = 100.0 * float(v)
     if tokens[0][1] is not None:

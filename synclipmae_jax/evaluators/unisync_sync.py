@@ -23,13 +23,15 @@ validate = sync.validate
 
 
 @functools.cache
-def embedding_fn(model, stream: str):
-  """Jitted (params, windows) -> the rectified embedding [F, D] of UniSync's `stream`: "video"
-  (frames uint8 [F, K, H, W, 3] -> ReLU(v')) or "audio" (features [F, K, L, C] -> ReLU(a'))."""
+def embedding_fn(model, stream: str, rectify: bool = True):
+  """Jitted (params, windows) -> the embedding [F, D] of a pair model's `stream`: "video"
+  (frames uint8 [F, K, H, W, 3] -> v') or "audio" (features [F, K, L, C] -> a'); rectified
+  (ReLU, as UniSync's p_sync reads them) when `rectify`."""
 
   @jax.jit
   def embed(params, windows):
-    out = jax.nn.relu(model.apply({"params": params}, windows, method=f"embed_{stream}"))
+    out = model.apply({"params": params}, windows, method=f"embed_{stream}")
+    out = jax.nn.relu(out) if rectify else out
     return layers.constrain(out, None, None)
 
   return embed
@@ -47,12 +49,15 @@ def centred_windows(num_frames: int, k: int) -> np.ndarray:
 
 
 class Evaluator(sync.Evaluator):
-  """`sync.Evaluator` with UniSync's embeddings as the video and audio tokens."""
+  """`sync.Evaluator` with UniSync's embeddings as the video and audio tokens (any model with
+  `window`, `embed_video` and `embed_audio`; RECTIFY: whether the embeddings are rectified)."""
+
+  RECTIFY = True
 
   def __init__(self, entry, config, *, model, audio_encoder, eval_paths: list[str]):
     self.load(entry, config, model, audio_encoder, eval_paths)
-    self.video_fn = embedding_fn(model, "video")
-    self.audio_fn = embedding_fn(model, "audio")
+    self.video_fn = embedding_fn(model, "video", self.RECTIFY)
+    self.audio_fn = embedding_fn(model, "audio", self.RECTIFY)
     self.features_fn = audio_features_fn(audio_encoder, self.window_frames)
 
   def _embed(self, fn, params, windows: np.ndarray) -> np.ndarray:

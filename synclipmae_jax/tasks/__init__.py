@@ -3,6 +3,7 @@
   pretrain  SyncLipMAE pretraining (paper 3): `tasks/pretrain.py`.
   vsr       the lip-reading head on a frozen pretrained encoder (paper 4.3): `tasks/vsr.py`.
   unisync   UniSync, the supervised sync baseline, on the pretraining data: `tasks/unisync.py`.
+  syncnet   SyncNet trained by us on the same data (the LSE row of the sync table): `tasks/syncnet.py`.
 
 A task module gives train.py's banner sections their task-specific parts:
   validate(config, *, num_devices, process_count)  raise ValueError naming every bad value;
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import importlib
 
-TASKS = ("pretrain", "vsr", "unisync")
+TASKS = ("pretrain", "vsr", "unisync", "syncnet")
 
 
 def name_of(config) -> str:

@@ -25,23 +25,32 @@ write_images = None
 SYNC_EVALUATOR = "unisync_sync"  # the evaluator type of the sync tools' protocol on this task's runs
 
 
-def validate(config, *, num_devices: int, process_count: int) -> None:
-  """The pretraining config's checks (data, audio, mesh, batch) and UniSync's own."""
+def pair_task_errors(config, *, num_devices: int, process_count: int, window: int,
+                     sync_evaluator: str, name: str) -> list[str]:
+  """The problems every pair-model task shares: the pretraining config's (data, audio, mesh,
+  batch), the samples' window, and evals of another type than the task's sync evaluator."""
   errors = []
   try:
     config_validation.validate(config, num_devices=num_devices, process_count=process_count)
   except ValueError as e:
     errors.append(str(e))
+  errors.extend(unisync_pairs.validate(config.data.window_frames, window))
+  for entry_name, entry in config.evals.items():
+    if entry.get("type") != sync_evaluator:
+      errors.append(f"evals.{entry_name}.type={entry.get('type')!r}: a {name} run is evaluated by "
+                    f"{sync_evaluator!r} only")
+  return errors
+
+
+def validate(config, *, num_devices: int, process_count: int) -> None:
+  """The pretraining config's checks (data, audio, mesh, batch) and UniSync's own."""
   u = config.model.unisync
-  errors.extend(unisync_pairs.validate(config.data.window_frames, u.window))
+  errors = pair_task_errors(config, num_devices=num_devices, process_count=process_count,
+                            window=u.window, sync_evaluator=SYNC_EVALUATOR, name="UniSync")
   if u.margin < 0:
     errors.append(f"model.unisync.margin={u.margin} must be >= 0")
   if min(min(u.channels), u.audio_width, u.hidden, u.embed_dim) < 1:
     errors.append("model.unisync.channels, audio_width, hidden and embed_dim must be >= 1")
-  for name, entry in config.evals.items():
-    if entry.get("type") != SYNC_EVALUATOR:
-      errors.append(f"evals.{name}.type={entry.get('type')!r}: a UniSync run is evaluated by "
-                    f"{SYNC_EVALUATOR!r} only")
   if errors:
     raise ValueError("invalid config:\n  " + "\n  ".join(errors))
 
@@ -52,11 +61,38 @@ def build_model(config) -> unisync_model.UniSync:
                                audio_width=u.audio_width, hidden=u.hidden, embed_dim=u.embed_dim)
 
 
-def step_functions(config, model, audio_encoder, tx, schedule) -> train_state.StepFunctions:
-  """The pure init and train step on the pretraining batch (`train_state.dummy_batch`)."""
+def embed_samples(model, params, samples) -> tuple[jax.Array, jax.Array]:
+  """The video windows' embeddings [B, D] and their audio candidates' [B, 1 + N, D] (the positive
+  first, then the negatives in `unisync_pairs.KINDS` order) of a pair model (UniSync, SyncNet)."""
+  b = samples["frames"].shape[0]
+  video = model.apply({"params": params}, samples["frames"], method=model.embed_video)
+  audio = model.apply({"params": params},
+                      jnp.concatenate([samples["positive"][:, None], samples["negatives"]], 1)
+                      .reshape((-1,) + samples["positive"].shape[1:]), method=model.embed_audio)
+  return video, audio.reshape(b, -1, audio.shape[-1])
+
+
+def pair_loss(config, model):
+  """(params, samples) -> (loss, metrics): p_sync of every candidate and `unisync_losses`."""
+  margin = config.model.unisync.margin
+
+  def loss_fn(params, samples):
+    video, audio = embed_samples(model, params, samples)
+    p = unisync_model.sync_probability(audio, video[:, None])
+    loss, metrics = unisync_losses.unisync_loss(p[:, 0], p[:, 1:], margin)
+    for i, kind in enumerate(unisync_pairs.KINDS):
+      metrics[f"unisync/p_{kind}"] = jnp.mean(p[:, 1 + i])
+    metrics["unisync/p_positive"] = jnp.mean(p[:, 0])
+    return loss, metrics
+
+  return loss_fn
+
+
+def step_functions(config, model, audio_encoder, tx, schedule, loss_fn) -> train_state.StepFunctions:
+  """The pure init and train step of a pair model on the pretraining batch
+  (`train_state.dummy_batch`): Figure 3's samples cut from each batch, `loss_fn(params, samples)`."""
   spec = train_state.dummy_batch(config)
   t, k = config.data.window_frames, model.window
-  margin = config.model.unisync.margin
   base_key = jax.random.PRNGKey(config.seed + 1)
 
   def init(rng):
@@ -68,19 +104,6 @@ def step_functions(config, model, audio_encoder, tx, schedule) -> train_state.St
     return train_state.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                   opt_state=tx.init(params), frozen=frozen)
 
-  def loss_fn(params, samples):
-    b = samples["frames"].shape[0]
-    video = model.apply({"params": params}, samples["frames"], method=model.embed_video)
-    audio = model.apply({"params": params},
-                        jnp.concatenate([samples["positive"][:, None], samples["negatives"]], 1)
-                        .reshape((-1,) + samples["positive"].shape[1:]), method=model.embed_audio)
-    p = unisync_model.sync_probability(audio.reshape(b, -1, audio.shape[-1]), video[:, None])
-    loss, metrics = unisync_losses.unisync_loss(p[:, 0], p[:, 1:], margin)
-    for i, kind in enumerate(unisync_pairs.KINDS):
-      metrics[f"unisync/p_{kind}"] = jnp.mean(p[:, 1 + i])
-    metrics["unisync/p_positive"] = jnp.mean(p[:, 0])
-    return loss, metrics
-
   def train_step(state, batch):
     rng = jax.random.fold_in(base_key, state.step)
     features = jax.lax.stop_gradient(audio_encoder.apply({"params": state.frozen}, batch["audio"], t))
@@ -89,19 +112,19 @@ def step_functions(config, model, audio_encoder, tx, schedule) -> train_state.St
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss/total": loss, **metrics,
-               "unisync/cross_speaker": jnp.mean(samples["cross_speaker"].astype(jnp.float32)),
+               "pairs/cross_speaker": jnp.mean(samples["cross_speaker"].astype(jnp.float32)),
                "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_state.StepFunctions(init, train_step, None, spec)
 
 
-def build(config, mesh) -> experiment.Experiment:
+def build_pair_task(config, mesh, model, make_loss) -> experiment.Experiment:
+  """The experiment of a pair model trained on Figure 3's samples with `make_loss(config, model)`."""
   rules = sharding.rules(config)
-  model = build_model(config)
   audio_encoder = audio_encoder_lib.build(config.model.audio)
   tx, schedule = optimizer.make(config.optim, config.num_train_steps)
-  fns = step_functions(config, model, audio_encoder, tx, schedule)
+  fns = step_functions(config, model, audio_encoder, tx, schedule, make_loss(config, model))
   abstract, init, step, _ = train_state.jit_all(fns, mesh, rules, jax.random.PRNGKey(config.seed))
   batch = train_state.abstract_batch(fns, mesh)
   return experiment.Experiment(
@@ -109,6 +132,10 @@ def build(config, mesh) -> experiment.Experiment:
       schedule=schedule, group_size=config.data.global_batch_size, abstract_state=abstract,
       init=init, train_step=step, visual_step=None, abstract_batch=batch,
       step_flops=train_state.lowered_flops(step, abstract, batch, mesh, rules))
+
+
+def build(config, mesh) -> experiment.Experiment:
+  return build_pair_task(config, mesh, build_model(config), pair_loss)
 
 
 def summary(config, exp, log_path: str) -> str:

@@ -126,6 +126,9 @@ def markdown(report: dict) -> str:
   lines += [f"| {k} | {m[f'sync/acc_k{k}']:.1f} | {m[f'sync/offset_k{k}']:.2f} |" for k in windows]
   lines += ["", "| R-precision@k | % |", "| ---: | ---: |"]
   lines += [f"| {k} | {m[f'sync/rprec@{k}']:.1f} |" for k in ks]
+  if "sync/lse_d" in m:
+    lines += ["", "| LSE-D | LSE-C |", "| ---: | ---: |",
+              f"| {m['sync/lse_d']:.3f} | {m['sync/lse_c']:.3f} |"]
   factors = [k for k in sorted(m) if k.startswith("factors/")]
   if factors:
     lines += ["", "| held-out factor correlation | mean \\|corr\\| |", "| --- | ---: |"]

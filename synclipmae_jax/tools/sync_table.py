@@ -2,7 +2,8 @@ r"""The sync comparison table: `synclipmae-sync-table`.
 
   synclipmae-sync-table --workdir=workdirs/demo --workdir=workdirs/unisync --out=/tmp/sync_table
 
-Every workdir (a SyncLipMAE run, or a UniSync run: `configs/unisync.py`) is evaluated by
+Every workdir (a SyncLipMAE run, a UniSync run: `configs/unisync.py`, or a SyncNet trained by us:
+`configs/syncnet.py`, whose row adds LSE-D / LSE-C) is evaluated by
 `synclipmae-sync-eval`'s code on its latest checkpoint (`sync_eval.evaluate`: the run's own sync
 protocol and held-out data, or the shards of --eval_pattern for all), then the table gets the
 chance row of that protocol (`sync_metrics.chance`) and the paper's Table 1 rows for orientation
@@ -56,8 +57,9 @@ def build(workdirs: list[str], *, eval_pattern: str = "") -> dict:
 
 def markdown(table: dict) -> str:
   p = table["protocol"]
+  lse = any("sync/lse_d" in r["metrics"] for r in table["rows"])
   head = ["model"] + [f"K={k} Acc / Offset" for k in p["windows"]] + \
-      ["R-precision@" + " / ".join(str(k) for k in p["ks"])]
+      ["R-precision@" + " / ".join(str(k) for k in p["ks"])] + (["LSE-D / LSE-C"] if lse else [])
   lines = [f"Lags -{p['max_lag']}..{p['max_lag']}, true lags up to ±{p['max_true_lag']}, "
            f"tolerance ±{p['tolerance']}, {p['num_clips']} clips x {p['trials_per_clip']} trials, "
            f"pool {p['pool_size']}.", "", "| " + " | ".join(head) + " |",
@@ -66,15 +68,19 @@ def markdown(table: dict) -> str:
   def row(name, m):
     cells = [f"{m[f'sync/acc_k{k}']:.1f} % / {m[f'sync/offset_k{k}']:.2f}" for k in p["windows"]]
     rprec = " / ".join(f"{m[f'sync/rprec@{k}']:.1f}" for k in p["ks"])
-    return f"| {name} | " + " | ".join(cells) + f" | {rprec} % |"
+    cells.append(f"{rprec} %")
+    if lse:
+      cells.append(f"{m['sync/lse_d']:.2f} / {m['sync/lse_c']:.2f}" if "sync/lse_d" in m else "")
+    return f"| {name} | " + " | ".join(cells) + " |"
 
   lines += [row(r["name"] + f", step {r['step']}", r["metrics"]) for r in table["rows"]]
   lines.append(row("chance", table["chance"]))
   if tuple(p["windows"]) == (1, 5, 15) and tuple(p["ks"]) == (1, 2, 3):
     for name, (k1, k5, k15, rprec) in table["paper_table_1"].items():
       cells = [f"{a:.1f} % / {o:.2f}" for a, o in (k1, k5, k15)]
+      cells.append(" / ".join(f"{r:.1f}" for r in rprec) + " %")
       lines.append(f"| *paper Table 1 (Hallo3 test set): {name}* | " + " | ".join(cells)
-                   + " | " + " / ".join(f"{r:.1f}" for r in rprec) + " % |")
+                   + (" | |" if lse else " |"))
   return "\n".join(lines) + "\n"
 
 
