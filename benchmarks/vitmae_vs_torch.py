@@ -7,9 +7,9 @@ heads), batch 8 images, AdamW, one step = zero_grad + forward + backward + optim
 Ours, configured the same way: ViT-B/16 encoder at 224 px, decoder 512 x 8, a single uniform
 bypass (masking.mode=uniform_only), no cross-attention (prompts concatenated, as ablation C1),
 no audio loss (loss.weights recon_audio = contrastive = 0), 4 clips x 2 frames = 8 images,
-AdamW, f32. What ours still computes beyond the peer: the audio adapter (log-mel features ->
-audio tokens) and the second, audio-conditioned decoder pass, whose loss weight is 0 but which
-XLA still evaluates; the three prompt tokens; the decorrelation loss. Each side's f32 matmul
+AdamW, f32. Terms of weight 0 are not computed (`objective.compute_losses`): no audio-driven
+decoder pass, no adapter, no contrastive logits. What ours still computes beyond the peer: the
+three prompt tokens, their decorrelation penalty, the log-mel front end. Each side's f32 matmul
 peak (2048^3) is measured in the same run.
 """
 

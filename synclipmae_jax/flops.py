@@ -3,7 +3,10 @@
 Counts what the model computes: the encoder on the k visible patches (+3 prompts) of each
 view, the adapter, both decoder passes over all N patches with cross-attention to 3
 prompts, the InfoNCE logits of each contrastive group, x3 for forward + backward; forward
-only: the audio self-similarity of the positive sets and the frozen audio encoder
+only: the audio self-similarity of the positive sets and the frozen audio encoder. What serves
+only a loss term of weight 0 is not computed (`objective.compute_losses`) and not counted: the
+audio-driven decoder pass (recon_audio), the logits and positive sets (contrastive), the adapter
+(both)
 (wav2vec2; the log-mel front end is counted as zero). Elementwise work (norms, GELU,
 softmax, jitter) is not counted. Used for the logged model
 TFLOP/s and compared with XLA's compiled count by the AOT tool.
@@ -71,10 +74,14 @@ def train_step_flops(config, *, group_size: int, audio_features: tuple[int, int]
   num_layers, feature_dim = audio_features
   feat = feature_dim * (num_layers if m.audio.adapter == "all_layers" else 1)
   adapter = 2 * feat * size.width + 2 * size.width * size.width
-  logits = 2 * b * group_size * t * t * size.width  # each frame against its group's frames
-  trainable = frames * (views * enc + 2 * dec + adapter) + logits
+  w = config.loss.weights
+  contrastive = 1 if w.contrastive else 0
+  logits = contrastive * 2 * b * group_size * t * t * size.width  # each frame against its group's
+  passes = 2 if w.recon_audio else 1
+  adapter *= 1 if (w.recon_audio or w.contrastive) else 0
+  trainable = frames * (views * enc + passes * dec + adapter) + logits
   # Audio self-similarity of the positive sets (`losses.contrastive_positives`): forward only.
-  positives = 2 * b * group_size * t * t * num_layers * feature_dim
+  positives = contrastive * 2 * b * group_size * t * t * num_layers * feature_dim
   frozen = 0.0
   if audio_encoder.frontend == "wav2vec2":
     frozen = b * wav2vec2_forward_flops(audio_encoder.wav2vec2_config,

@@ -94,7 +94,11 @@ def cross_clip_fraction(permutation, frames_per_clip: int):
 
 
 def compute_losses(params, model, batch, audio_features, rng, config, group_size: int):
-  """Returns (total loss, metrics dict with every term, model outputs).
+  """Returns (total loss, metrics dict with every computed term, model outputs).
+
+  A term of weight 0 (`config.loss.weights`) other than the video reconstruction is not computed,
+  nor is what only serves it (the audio-driven decoder pass for recon_audio), and it is not logged:
+  an ablation does the work of the model it describes.
 
   batch: `frames` uint8 [B, T, H, W, 3], `face_boxes` / `mouth_boxes` [B, T, 4],
   `identity_id` [B]; audio_features [B, T, L, C] from the frozen encoder (no gradient).
@@ -107,39 +111,42 @@ def compute_losses(params, model, batch, audio_features, rng, config, group_size
     perm = identity_permutation(k_shuffle, batch["identity_id"], t, group_size)
   else:
     perm = jnp.arange(b * t)
-  out = model.apply({"params": params}, context, context_keep, motion, motion_keep,
-                    audio_features, perm)
-
   lc = config.loss
+  w = lc.weights
+  out = model.apply({"params": params}, context, context_keep, motion, motion_keep,
+                    audio_features, perm, audio_pass=bool(w.recon_audio))
+
   n = context.shape[1]
   if lc.recon_on == "masked":
     recon_weight = 1.0 - masking.keep_to_mask(context_keep, n).astype(jnp.float32)
   else:
     recon_weight = jnp.ones((b * t, n), jnp.float32)
-  terms = {
-      "recon_video": losses.reconstruction_mse(out["pred_video"], context, recon_weight,
-                                               norm_pix=lc.norm_pix),
-      "recon_audio": losses.reconstruction_mse(out["pred_audio"], context, recon_weight,
-                                               norm_pix=lc.norm_pix),
-  }
+  terms = {"recon_video": losses.reconstruction_mse(out["pred_video"], context, recon_weight,
+                                                    norm_pix=lc.norm_pix)}
+  metrics = {}
+  if w.recon_audio:
+    terms["recon_audio"] = losses.reconstruction_mse(out["pred_audio"], context, recon_weight,
+                                                     norm_pix=lc.norm_pix)
+  if w.contrastive:
 
-  def grouped(x):  # [B*T, ...] -> [B/G, G, T, ...], one group per batch shard
-    x = x.reshape((b // group_size, group_size, t) + x.shape[1:])
-    return nn.with_logical_constraint(x, ("batch",) + (None,) * (x.ndim - 1))
+    def grouped(x):  # [B*T, ...] -> [B/G, G, T, ...], one group per batch shard
+      x = x.reshape((b // group_size, group_size, t) + x.shape[1:])
+      return nn.with_logical_constraint(x, ("batch",) + (None,) * (x.ndim - 1))
 
-  c = lc.contrastive
-  features = audio_features.reshape(b * t, -1)
-  contrastive, cmetrics = jax.vmap(lambda a, v, s: losses.multi_positive_infonce(
-      a, v, s, temperature=c.temperature, neighbor_delta=c.neighbor_delta,
-      similarity_threshold=c.similarity_threshold))(
-          grouped(out["audio"]), grouped(out["vocal"]), grouped(features))
-  terms["contrastive"] = contrastive.mean()
-  terms["decorrelation"] = losses.cross_covariance_penalty(
-      [out["identity"], out["vocal"], out["ambient"]])
-  total = sum(lc.weights[name] * terms[name] for name in LOSS_TERMS)
-  metrics = {f"loss/{name}": value for name, value in terms.items()}
+    c = lc.contrastive
+    features = audio_features.reshape(b * t, -1)
+    contrastive, cmetrics = jax.vmap(lambda a, v, s: losses.multi_positive_infonce(
+        a, v, s, temperature=c.temperature, neighbor_delta=c.neighbor_delta,
+        similarity_threshold=c.similarity_threshold))(
+            grouped(out["audio"]), grouped(out["vocal"]), grouped(features))
+    terms["contrastive"] = contrastive.mean()
+    metrics.update({f"contrastive/{k}": v.mean() for k, v in cmetrics.items()})
+  if w.decorrelation:
+    terms["decorrelation"] = losses.cross_covariance_penalty(
+        [out["identity"], out["vocal"], out["ambient"]])
+  total = sum(w[name] * value for name, value in terms.items())
+  metrics.update({f"loss/{name}": value for name, value in terms.items()})
   metrics["loss/total"] = total
-  metrics.update({f"contrastive/{k}": v.mean() for k, v in cmetrics.items()})
   metrics["shuffle/cross_clip_fraction"] = cross_clip_fraction(perm, t)
   aux = {"context_keep": context_keep, "targets": context, **out}
   return total, (metrics, aux)

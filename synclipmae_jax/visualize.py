@@ -1,5 +1,5 @@
 """Image grids for TensorBoard: original / masked view / video-driven / audio-driven
-reconstruction, one row per frame."""
+reconstruction (when the run decodes it), one row per frame."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ def _to_uint8(patches_normalized: np.ndarray, patch: int, grid: int) -> np.ndarr
 
 def reconstruction_grid(targets, keep, pred_video, pred_audio, *, patch: int, grid: int,
                         norm_pix: bool, num_rows: int = 4, scale: int = 2) -> np.ndarray:
-  """targets / predictions [F, N, P] (normalised pixels), keep [F, k] -> uint8 [rows*H, 4*W, 3].
+  """targets / predictions [F, N, P] (normalised pixels), keep [F, k] -> uint8 [rows*H, 4*W, 3]
+  (3*W without an audio-driven pass: pred_audio None).
 
   Visible patches are pasted back into both reconstructions, as in MAE's figures; with
   `norm_pix` the predictions are de-normalised with each target patch's mean and std.
@@ -24,7 +25,7 @@ def reconstruction_grid(targets, keep, pred_video, pred_audio, *, patch: int, gr
   targets, keep = np.asarray(targets[:num_rows]), np.asarray(keep[:num_rows])
   visible = np.asarray(masking.keep_to_mask(keep, targets.shape[1]))[..., None]
   rows = []
-  for pred in (pred_video, pred_audio):
+  for pred in (p for p in (pred_video, pred_audio) if p is not None):
     pred = np.asarray(pred[:num_rows])
     if norm_pix:
       mean = targets.mean(-1, keepdims=True)

@@ -121,3 +121,14 @@ def test_unknown_size_is_a_clear_error():
 def test_named_sizes():
   s = vit.vit_size("sapiens_0.3b")
   assert (s.width, s.depth, s.num_heads, s.mlp_dim) == (1024, 24, 16, 4096)
+
+
+def test_without_the_audio_pass_the_decoder_runs_once_and_the_video_pass_is_unchanged(
+    model_and_params, inputs):
+  model, params = model_and_params
+  full = model.apply({"params": params}, *inputs)
+  video_only = model.apply({"params": params}, *inputs, audio_pass=False)
+  assert video_only["pred_audio"] is None
+  np.testing.assert_allclose(video_only["pred_video"], full["pred_video"], rtol=1e-5, atol=1e-6)
+  for name in ("identity", "vocal", "ambient", "audio"):
+    np.testing.assert_array_equal(video_only[name], full[name])

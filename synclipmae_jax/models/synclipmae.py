@@ -53,7 +53,7 @@ class SyncLipMAE(nn.Module):
     return self.audio_adapter(audio_features)
 
   def __call__(self, context_patches, context_keep, motion_patches, motion_keep,
-               audio_features, identity_permutation):
+               audio_features, identity_permutation, audio_pass: bool = True):
     """One training forward pass.
 
     Args:
@@ -64,6 +64,8 @@ class SyncLipMAE(nn.Module):
       audio_features: [B, T, L, C] with B * T = F, from the frozen audio encoder.
       identity_permutation: [F] frame indices; identity prompts are permuted with it before
         decoding (identity-consistent prompt shuffling, paper 3.2).
+      audio_pass: whether to decode the audio-driven pass too (False when its loss has weight
+        0: the decoder then runs once, and `pred_audio` is None).
 
     Returns:
       dict with `pred_video` / `pred_audio` [F, N, P] (video- and audio-driven
@@ -83,13 +85,14 @@ class SyncLipMAE(nn.Module):
     audio = self.encode_audio(audio_features).reshape(f, -1)
     shuffled_identity = identity[identity_permutation]
     # Two decoding passes with shared weights as one batched call: condition = vocal, audio.
-    condition = jnp.concatenate([vocal, audio])
-    context = jnp.stack([jnp.concatenate([shuffled_identity] * 2),
-                         jnp.concatenate([ambient] * 2), condition], axis=1)
-    pred = self.decoder(jnp.concatenate([tokens, tokens]),
-                        jnp.concatenate([context_keep, context_keep]), context)
-    return {"pred_video": pred[:f], "pred_audio": pred[f:], "identity": identity,
-            "vocal": vocal, "ambient": ambient, "audio": audio}
+    passes = 2 if audio_pass else 1
+    condition = jnp.concatenate([vocal, audio][:passes])
+    context = jnp.stack([jnp.concatenate([shuffled_identity] * passes),
+                         jnp.concatenate([ambient] * passes), condition], axis=1)
+    pred = self.decoder(jnp.concatenate([tokens] * passes),
+                        jnp.concatenate([context_keep] * passes), context)
+    return {"pred_video": pred[:f], "pred_audio": pred[f:] if audio_pass else None,
+            "identity": identity, "vocal": vocal, "ambient": ambient, "audio": audio}
 
 
 def build(model_config) -> SyncLipMAE:

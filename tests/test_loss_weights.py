@@ -1,0 +1,75 @@
+"""A loss term of weight 0 costs nothing: `objective.compute_losses` neither computes nor logs it,
+nor what only serves it (the audio-driven decoder pass of recon_audio; the adapter, logits and
+positive sets of the contrastive term), and the analytical FLOP count (`flops.train_step_flops`)
+drops by what XLA's count of the compiled step drops."""
+
+import jax
+import numpy as np
+import pytest
+
+from configs import demo
+from synclipmae_jax import experiment, objective, sharding, train_state
+from synclipmae_jax.models import audio_encoder as audio_encoder_lib
+from synclipmae_jax.models import synclipmae
+
+ZERO = {"default": {}, "no_audio_pass": dict(recon_audio=0.0),
+        "plain_mae": dict(recon_audio=0.0, contrastive=0.0, decorrelation=0.0)}
+
+
+def config_for(weights: dict):
+  c = demo.get_config("tiny")
+  c.model.update(encoder_size="mini", image_size=16, patch_size=8)
+  c.model.decoder.update(width=64, depth=2, num_heads=2, mlp_dim=256)
+  c.loss.weights.update(weights)
+  c.mesh.update(data=1, fsdp=1, tensor=1)
+  return c
+
+
+@pytest.fixture(scope="module")
+def steps():
+  """{name: (XLA's FLOPs of the compiled train step, the analytical count, the experiment)}."""
+  out = {}
+  for name, weights in ZERO.items():
+    config = config_for(weights)
+    exp = experiment.build(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+    with exp.scope():
+      compiled = exp.train_step.lower(exp.abstract_state, exp.abstract_batch).compile()
+    out[name] = (compiled.cost_analysis()["flops"], exp.step_flops, exp)
+  return out
+
+
+def test_zero_weight_terms_are_neither_computed_nor_logged(steps):
+  exp = steps["default"][2]
+  with exp.scope():
+    state = jax.device_get(exp.init(jax.random.PRNGKey(0)))
+  batch = train_state.random_batch(exp.config, seed=0, clips_per_identity=2)
+  t = exp.config.data.window_frames
+  features = audio_encoder_lib.build(exp.config.model.audio).apply({"params": {}}, batch["audio"], t)
+  model = synclipmae.build(exp.config.model)
+  results = {}
+  for name, weights in ZERO.items():
+    total, (metrics, aux) = objective.compute_losses(
+        state.params, model, batch, features, jax.random.PRNGKey(3), config_for(weights), 8)
+    results[name] = (float(total), metrics, aux)
+  full, no_audio, plain = results["default"], results["no_audio_pass"], results["plain_mae"]
+  assert {"loss/recon_audio", "loss/contrastive", "loss/decorrelation"} <= set(full[1])
+  assert "loss/recon_audio" not in no_audio[1] and no_audio[2]["pred_audio"] is None
+  assert not any(k.startswith(("loss/contrastive", "contrastive/", "loss/decorrelation"))
+                 for k in plain[1])
+  # The video-driven pass is the same computation with or without the audio-driven one beside it.
+  np.testing.assert_allclose(no_audio[2]["pred_video"], full[2]["pred_video"], rtol=1e-5, atol=1e-6)
+  w = exp.config.loss.weights
+  assert plain[0] == pytest.approx(float(full[1]["loss/recon_video"]), rel=1e-6)
+  assert no_audio[0] == pytest.approx(full[0] - w.recon_audio * float(full[1]["loss/recon_audio"]),
+                                      rel=1e-5)
+
+
+def test_the_step_does_less_work_and_the_count_follows(steps):
+  compiled = {name: flops for name, (flops, _, _) in steps.items()}
+  analytical = {name: count for name, (_, count, _) in steps.items()}
+  # The audio-driven decoder pass: ~12 % of this step, removed in both counts alike.
+  saved = compiled["default"] - compiled["no_audio_pass"]
+  assert saved > 0.08 * compiled["default"]
+  assert analytical["default"] - analytical["no_audio_pass"] == pytest.approx(saved, rel=0.15)
+  assert compiled["plain_mae"] < compiled["no_audio_pass"]
+  assert analytical["plain_mae"] < analytical["no_audio_pass"]
