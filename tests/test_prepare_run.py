@@ -66,7 +66,7 @@ def drawn_video(path: str, seconds: float, *, squares=((20, 20),), second_until:
 OPTIONS = process.PrepareOptions(
     image_size=32, margin=0.25, image_format="png", detect_size=64,
     segment=segments.SegmentOptions(min_frames=25, max_frames=50, min_face_size=10,
-                                    min_track_frames=3))
+                                    min_track_frames=3, second_face_min_frames=5))
 DETECTOR = "tests.test_prepare_run:BrightSquareDetector"
 
 

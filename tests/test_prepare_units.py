@@ -254,11 +254,12 @@ def test_windows_and_normalised_boxes():
   np.testing.assert_allclose(crop.mouth_boxes(boxes, None), [[120, 122, 160, 160.4]], rtol=1e-6)
 
 
-def track(start, stop, size=100.0, corners=True):
+def track(start, stop, size=100.0, corners=True, score=0.99, detected=None):
   n = stop - start
   boxes = np.tile(np.array([0, 0, size, size], np.float32), (n, 1))
+  found = np.ones(n, bool) if detected is None else np.arange(n) < detected
   return tracking.Track(start, boxes, np.zeros((n, 2, 2), np.float32) if corners else None,
-                        np.ones(n, bool))
+                        found, np.where(found, score, 0.0).astype(np.float32))
 
 
 def test_scene_segments_reasons_and_multiple_face_modes():

@@ -183,6 +183,13 @@ def main(argv: list[str] | None = None) -> dict | None:
   p.add_argument("--max_seconds", type=float, default=10.0, help="longer segments are cut")
   p.add_argument("--min_face_size", type=float, default=64.0, help="pixels of the source")
   p.add_argument("--multiple_faces", choices=segments.MULTIPLE_FACES, default="reject")
+  d = segments.SegmentOptions
+  p.add_argument("--second_face_min_frames", type=int, default=d.second_face_min_frames,
+                 help="a second face counts when detected in at least this many frames ...")
+  p.add_argument("--second_face_size_ratio", type=float, default=d.second_face_size_ratio,
+                 help="... at least this fraction of the other face's size ...")
+  p.add_argument("--second_face_score_ratio", type=float, default=d.second_face_score_ratio,
+                 help="... and of its detector confidence")
   p.add_argument("--silence_db", type=float, default=-40.0)
   p.add_argument("--min_active", type=float, default=0.2,
                  help="least fraction of 40 ms frames above --silence_db")
@@ -210,7 +217,10 @@ def main(argv: list[str] | None = None) -> dict | None:
       detect_size=a.detect_size, segment=segments.SegmentOptions(
           min_frames=round(a.min_seconds * schema.FPS),
           max_frames=round(a.max_seconds * schema.FPS), min_face_size=a.min_face_size,
-          multiple_faces=a.multiple_faces, silence_db=a.silence_db, min_active=a.min_active))
+          multiple_faces=a.multiple_faces, silence_db=a.silence_db, min_active=a.min_active,
+          second_face_min_frames=a.second_face_min_frames,
+          second_face_size_ratio=a.second_face_size_ratio,
+          second_face_score_ratio=a.second_face_score_ratio))
   rows = plan_lib.read_manifest(a.manifest) if a.manifest else plan_lib.scan_folder(a.input_dir)
   if a.finalize:
     with open(os.path.join(a.output, plan_lib.PLAN_FILE), encoding="utf-8") as f:

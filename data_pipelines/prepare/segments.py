@@ -9,7 +9,11 @@ not silent. Every frame range that is not kept is reported with its reason.
 Several faces: "reject" drops the frames where two or more kept-size faces are tracked at
 once (the default: who speaks is unknown), "largest" keeps the largest face there, and
 "each" makes a clip of every face track (SyncNet's choice; an active-speaker filter such
-as a SyncNet confidence threshold should then follow).
+as a SyncNet confidence threshold should then follow). Two overlapping tracks are two faces only
+when they are comparable (`weaker_face`): both detected in at least `second_face_min_frames`
+frames, confidences within `second_face_score_ratio` and sizes within `second_face_size_ratio` of
+each other; otherwise the weaker is ignored (a detector's hits on posters, patterns or background
+objects), as tracks shorter than `min_track_frames` are.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ class SegmentOptions:
   min_face_size: float = 64.0  # pixels of the source frame, smaller side of the face box
   min_track_frames: int = 5  # shorter tracks are detector noise and ignored
   multiple_faces: str = "reject"
+  second_face_min_frames: int = 25  # a second face is detected in at least this many frames
+  second_face_size_ratio: float = 0.5  # ... is at least this fraction of the largest face's size
+  second_face_score_ratio: float = 0.9  # ... and of its median detector confidence
   silence_db: float = -40.0  # a 40 ms frame is active when its RMS exceeds this (dBFS)
   min_active: float = 0.2  # a clip with fewer active frames than this fraction is silence
 
@@ -48,6 +55,11 @@ class SegmentOptions:
                        f"{self.multiple_faces!r}")
     if not 0.0 <= self.min_active <= 1.0:
       raise ValueError(f"min_active must be in [0, 1], got {self.min_active}")
+    if self.second_face_min_frames < 1:
+      raise ValueError(f"second_face_min_frames must be >= 1, got {self.second_face_min_frames}")
+    for name in ("second_face_size_ratio", "second_face_score_ratio"):
+      if not 0.0 <= getattr(self, name) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,11 +84,45 @@ def _runs(codes: np.ndarray) -> list[tuple[int, int, int]]:
   return [(a, b, int(codes[a])) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def weaker_face(a: tracking.Track, b: tracking.Track, options: SegmentOptions
+                ) -> tracking.Track | None:
+  """Of two tracks that overlap in time, the one that is not a face beside the other (None when
+  both are: two speakers). In order: a track detected in fewer than `second_face_min_frames`
+  frames; the less confident when the confidences are not within `second_face_score_ratio` (a
+  detector's big, unsure box on the background loses to the face); the smaller when the sizes are
+  not within `second_face_size_ratio`."""
+  for t, other in ((a, b), (b, a)):
+    if int(t.detected.sum()) < options.second_face_min_frames <= int(other.detected.sum()):
+      return t
+  if min(a.score, b.score) < options.second_face_score_ratio * max(a.score, b.score):
+    return min((a, b), key=lambda t: t.score)
+  if min(a.size, b.size) < options.second_face_size_ratio * max(a.size, b.size):
+    return min((a, b), key=lambda t: t.size)
+  return None
+
+
+def _credible(big: list[tracking.Track], options: SegmentOptions) -> list[tracking.Track]:
+  """`big` without every track that is the weaker of a pair overlapping in time."""
+  weaker = set()
+  for i, a in enumerate(big):
+    for b in big[i + 1:]:
+      if a.start < b.stop and b.start < a.stop:
+        loser = weaker_face(a, b, options)
+        if loser is not None:
+          weaker.add(id(loser))
+  return [t for t in big if id(t) not in weaker]
+
+
+def _evidence(faces: list[tracking.Track]) -> str:
+  return "; ".join(f"{t.size:.0f} px, confidence {t.score:.2f}, detected in {int(t.detected.sum())} "
+                   f"of frames {t.start}-{t.stop - 1}" for t in sorted(faces, key=lambda t: -t.size))
+
+
 def scene_segments(start: int, stop: int, tracks: list[tracking.Track],
                    options: SegmentOptions) -> list[Segment]:
   """Kept face segments (not yet cut to length) and rejected ranges of one scene."""
   tracks = [t for t in tracks if len(t.boxes) >= options.min_track_frames]
-  big = [t for t in tracks if t.size >= options.min_face_size]
+  big = _credible([t for t in tracks if t.size >= options.min_face_size], options)
   n = stop - start
   covered_big = np.zeros((len(big), n), bool)
   for i, t in enumerate(big):
@@ -107,8 +153,9 @@ def scene_segments(start: int, stop: int, tracks: list[tracking.Track],
       detail = f"face {min(small_sizes):.0f} px < {options.min_face_size:.0f} px"
       segments.append(Segment(start + a, start + b, reason=rejects.FACE_TOO_SMALL, detail=detail))
     elif code == _SEVERAL:
+      faces = [t for i, t in enumerate(big) if covered_big[i, a:b].any()]
       segments.append(Segment(start + a, start + b, reason=rejects.SEVERAL_FACES,
-                              detail=f"{int(count[a:b].max())} faces"))
+                              detail=f"{int(count[a:b].max())} faces: {_evidence(faces)}"))
     elif code == len(big):  # "each"
       continue
     else:

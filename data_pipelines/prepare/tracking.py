@@ -25,6 +25,7 @@ class Track:
   boxes: np.ndarray  # float32 [n, 4] smoothed (x0, y0, x1, y1), pixels
   mouth_corners: np.ndarray | None  # float32 [n, 2, 2] smoothed (x, y), or None
   detected: np.ndarray  # bool [n]: the detector found this face in that frame
+  scores: np.ndarray  # float32 [n]: the detector's confidence (0 where it missed the face)
 
   @property
   def stop(self) -> int:
@@ -35,6 +36,11 @@ class Track:
     """Median over the detected frames of the smaller side of the face box (pixels)."""
     wh = self.boxes[self.detected, 2:] - self.boxes[self.detected, :2]
     return float(np.median(wh.min(axis=1)))
+
+  @property
+  def score(self) -> float:
+    """Median over the detected frames of the detector's confidence."""
+    return float(np.median(self.scores[self.detected]))
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -102,5 +108,7 @@ def track_faces(faces: list[list[face_detector.Face]], start: int, stop: int, *,
       corners = _fill_and_smooth(np.array(with_marks), marks, first, last, smooth).reshape(-1, 2, 2)
     detected = np.zeros(last - first, bool)
     detected[frames - first] = True
-    tracks.append(Track(first, boxes, corners, detected))
+    scores = np.zeros(last - first, np.float32)
+    scores[frames - first] = [t[f].score for f in frames]
+    tracks.append(Track(first, boxes, corners, detected, scores))
   return tracks
