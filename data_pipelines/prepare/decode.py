@@ -11,7 +11,8 @@ frame:
   timestamps, never by frame counting.
 - audio: every channel decoded to float, averaged to mono, resampled to 16 kHz with a
   polyphase filter (`scipy.signal.resample_poly`, zero phase, so sample positions do not
-  move) and placed on the clock by its own timestamps: an audio stream that starts 200 ms
+  move; block by block as the stream is decoded, `resample.StreamingResampler`, so a long
+  file's track is never held whole at the source rate) and placed on the clock by its own timestamps: an audio stream that starts 200 ms
   after the video is preceded by 3200 samples of silence, one that starts earlier loses
   its leading samples, and gaps between audio frames are filled with silence. The result
   is cut or zero-padded to exactly 640 samples per output frame, so frame t covers samples
@@ -23,16 +24,15 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
-import math
 import os
 from collections.abc import Iterator
 
 import av
 import numpy as np
-from scipy import signal
 
 from data_pipelines import schema
 from data_pipelines.prepare import rejects
+from data_pipelines.prepare import resample
 
 Fraction = fractions.Fraction
 _FPS = Fraction(schema.FPS)
@@ -203,62 +203,69 @@ def read_audio(path: str, start: Fraction, num_frames: int, errors: list[str] | 
     (audio, end): sample i of audio is the sound at time start + i / 16000 s (silence
     where the audio stream has none); the stream's audio ends before sample `end`.
   """
-  chunks: list[np.ndarray] = []
+  total = schema.SAMPLES_PER_FRAME * num_frames
+  result = np.zeros(total, np.float32)
   position = 0  # samples (at the source rate) placed so far
   first = None  # time of source sample 0
   rate = None
+  stream_out = None  # the 16 kHz resampler of the source samples, in order
+  written = 0  # its output samples so far (output sample j lands at result[offset + j])
+  offset = 0
+
+  def place(out: np.ndarray) -> None:
+    nonlocal written
+    lo, hi = max(offset + written, 0), min(offset + written + len(out), total)
+    if lo < hi:
+      result[lo:hi] = out[lo - offset - written:hi - offset - written]
+    written += len(out)
+
+  def feed(samples: np.ndarray) -> None:
+    nonlocal position
+    place(stream_out.push(samples))
+    position += len(samples)
+
   with _open(path) as container:
     stream = container.streams.audio[0]
-    resampler = None
+    converter = None
     try:
       for frame in container.decode(stream):
         if rate is None:
           rate, layout = frame.sample_rate, frame.layout.name
           # Planar float at the source rate and layout: a format conversion only (no delay).
-          resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=rate)
+          converter = av.AudioResampler(format="fltp", layout=frame.layout, rate=rate)
+          stream_out = resample.StreamingResampler(rate, schema.SAMPLE_RATE)
         elif (frame.sample_rate, frame.layout.name) != (rate, layout):
           # Broadcast streams (.ts) may switch; the audio after the switch is not used.
           raise _FormatChange(f"the audio changes from {rate} Hz {layout} to "
                               f"{frame.sample_rate} Hz {frame.layout.name}")
         time = _time(frame)
-        for out in resampler.resample(frame):
+        for out in converter.resample(frame):
           samples = out.to_ndarray().mean(axis=0, dtype=np.float32)
           if first is None:
             first = time if time is not None else start
+            offset = round((first - start) * schema.SAMPLE_RATE)  # where source sample 0 lands
           if time is not None:
             expected = round((time - first) * rate)
             if abs(expected - position) > _AUDIO_JITTER * rate:
               if expected > position:  # a gap: silence
-                chunks.append(np.zeros(expected - position, np.float32))
-                position = expected
+                feed(np.zeros(expected - position, np.float32))
               else:  # an overlap: drop what was already placed
                 samples = samples[position - expected:]
-          chunks.append(samples)
-          position += len(samples)
+          feed(samples)
           time = None  # a second output frame of the same input frame follows on directly
-      if resampler is not None:
-        for out in resampler.resample(None):
-          samples = out.to_ndarray().mean(axis=0, dtype=np.float32)
-          chunks.append(samples)
-          position += len(samples)
+      if converter is not None:
+        for out in converter.resample(None):
+          feed(out.to_ndarray().mean(axis=0, dtype=np.float32))
     except (av.error.FFmpegError, _FormatChange) as e:
-      if errors is None or not chunks:
+      if errors is None or not position:
         raise rejects.Rejected(rejects.DECODE_ERROR, f"audio after {position} samples: {e}") from e
       broken_at = float(first - start) + position / rate
       errors.append(f"the audio stream breaks at {broken_at:.2f} s: {e}")
-  total = schema.SAMPLES_PER_FRAME * num_frames
-  result = np.zeros(total, np.float32)
-  if not chunks:
+  if not position:
     return result, 0
-  audio = np.concatenate(chunks)
-  if rate != schema.SAMPLE_RATE:
-    g = math.gcd(rate, schema.SAMPLE_RATE)
-    audio = signal.resample_poly(audio, schema.SAMPLE_RATE // g, rate // g).astype(np.float32)
-  offset = round((first - start) * schema.SAMPLE_RATE)  # where source sample 0 lands
-  src_lo, dst_lo = max(0, -offset), max(0, offset)
-  n = max(0, min(len(audio) - src_lo, total - dst_lo))
-  result[dst_lo:dst_lo + n] = audio[src_lo:src_lo + n]
-  return np.clip(result, -1.0, 1.0), dst_lo + n
+  place(stream_out.finish())
+  np.clip(result, -1.0, 1.0, out=result)
+  return result, max(0, offset) + max(0, min(written - max(0, -offset), total - max(0, offset)))
 
 
 def to_int16(audio: np.ndarray) -> np.ndarray:
