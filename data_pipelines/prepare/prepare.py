@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 from concurrent import futures
+import contextlib
 import dataclasses
 import json
 import multiprocessing
 import os
 import sys
 
+import filelock
 from tqdm import tqdm
 
 from data_pipelines import schema
@@ -123,6 +125,35 @@ def prepare(rows: list[dict], output: str, options: process.PrepareOptions, *,
       rows, root=root, seed=seed, validation_fraction=validation_fraction,
       test_fraction=test_fraction, files_per_shard=files_per_shard), parameters)
   os.makedirs(os.path.join(output, report.PARTS), exist_ok=True)
+  with _task_lock(output, task_index, num_tasks):
+    return _prepare_task(output, stored, options, workers, detector, detector_kwargs, num_tasks,
+                         task_index, progress)
+
+
+@contextlib.contextmanager
+def _task_lock(output: str, task_index: int, num_tasks: int):
+  """Held while this process prepares its task: a second process started on the same task
+  stops with a clear error instead of deleting the first one's work in progress (its
+  temporary files). The operating system releases the lock when its holder dies."""
+  os.makedirs(os.path.join(output, "locks"), exist_ok=True)
+  path = os.path.join(output, "locks", f"task-{task_index}-of-{num_tasks}.lock")
+  lock = filelock.FileLock(path)
+  try:
+    lock.acquire(timeout=0)
+  except filelock.Timeout:
+    raise RuntimeError(
+        f"another process is preparing task {task_index} of {num_tasks} in {output} (it holds "
+        f"{path}); wait for it to finish, or stop it, before starting this task again") from None
+  try:
+    yield
+  finally:
+    lock.release()
+
+
+def _prepare_task(output: str, stored: dict, options: process.PrepareOptions, workers: int,
+                  detector: str, detector_kwargs: dict, num_tasks: int, task_index: int,
+                  progress: bool) -> dict | None:
+  """The shards of task `task_index` (the caller holds its lock); the summary when all are done."""
   sources = [process.Source(**s) for s in stored["sources"]]
   mine = [(i, s) for i, s in enumerate(stored["shards"]) if i % num_tasks == task_index]
   pending = [s for _, s in mine if not os.path.exists(report.part_path(output, s["name"]))]

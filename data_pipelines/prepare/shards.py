@@ -5,7 +5,7 @@ process and file, so tasks sharing the directory never write the same one), flus
 disk, and renamed into place when complete (a rename within one filesystem is atomic);
 the directory is flushed after the rename, so a done-marker written next can never reach
 the disk before the data it marks. An interrupted run leaves only temporary files, which
-the next run deletes; the training globs (`train-*.array_record`) never match them.
+the next run of its task deletes (under the task's lock: `prepare._task_lock`); the training globs (`train-*.array_record`) never match them.
 """
 
 from __future__ import annotations
