@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from configs import syncnet as syncnet_configs
-from synclipmae_jax import sharding, sync_metrics, syncnet_losses, train, train_state
+from synclipmae_jax import sync_metrics, syncnet_losses, train
 from synclipmae_jax.models import syncnet
 from synclipmae_jax.tasks import syncnet as syncnet_task
 from synclipmae_jax.tools import sync_eval, sync_table
+from tests import tiny_training
 
 
 def test_contrastive_loss_pair_by_pair():
@@ -88,20 +89,7 @@ def syncnet_config(**mesh):
 
 
 def test_train_steps_on_eight_devices_equal_one_device():
-  batches = [train_state.random_batch(syncnet_config(), seed=s, clips_per_identity=2) for s in range(3)]
-  states = {}
-  for name, mesh_shape, devices in (("one", dict(data=1, fsdp=1, tensor=1), jax.devices()[:1]),
-                                    ("eight", dict(data=2, fsdp=2, tensor=2), jax.devices())):
-    config = syncnet_config(**mesh_shape)
-    syncnet_task.validate(config, num_devices=len(devices), process_count=1)
-    mesh = sharding.make_mesh(config.mesh, devices)
-    exp = syncnet_task.build(config, mesh)
-    with exp.scope():
-      state = exp.init(jax.random.PRNGKey(0))
-      initial = jax.device_get(state.params)
-      for batch in batches:
-        state, metrics = exp.train_step(state, sharding.global_batch(batch, mesh))
-    states[name] = (jax.device_get(state.params), jax.device_get(metrics), initial)
+  states = tiny_training.steps_on_one_and_eight_devices(syncnet_task, syncnet_config)
   one, eight = states["one"], states["eight"]
   assert one[1]["loss/total"] == pytest.approx(eight[1]["loss/total"], rel=1e-5)
   assert np.isfinite(one[1]["syncnet/d_cross_speaker"]) and one[1]["pairs/cross_speaker"] == 1.0

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 
 from configs import unisync as unisync_configs
-from synclipmae_jax import input_pipeline, sharding, sync_metrics, train, train_state
+from synclipmae_jax import input_pipeline, sharding, sync_metrics, train
 from synclipmae_jax import unisync_losses, unisync_pairs
 from synclipmae_jax.evaluators import unisync_sync
 from synclipmae_jax.models import unisync
 from synclipmae_jax.tasks import unisync as unisync_task
 from synclipmae_jax.tools import sync_eval, sync_table
+from tests import tiny_training
 
 
 def naive_p_sync(a, v):
@@ -145,20 +146,7 @@ def unisync_config(**mesh):
 
 def test_train_steps_on_eight_devices_equal_one_device_and_keep_the_audio_frozen():
   config = unisync_config()
-  batches = [train_state.random_batch(config, seed=s, clips_per_identity=2) for s in range(3)]
-  states = {}
-  for name, mesh_shape, devices in (("one", dict(data=1, fsdp=1, tensor=1), jax.devices()[:1]),
-                                    ("eight", dict(data=2, fsdp=2, tensor=2), jax.devices())):
-    config = unisync_config(**mesh_shape)
-    unisync_task.validate(config, num_devices=len(devices), process_count=1)
-    mesh = sharding.make_mesh(config.mesh, devices)
-    exp = unisync_task.build(config, mesh)
-    with exp.scope():
-      state = exp.init(jax.random.PRNGKey(0))
-      initial = jax.device_get(state.params)
-      for batch in batches:
-        state, metrics = exp.train_step(state, sharding.global_batch(batch, mesh))
-    states[name] = (jax.device_get(state.params), jax.device_get(metrics), initial)
+  states = tiny_training.steps_on_one_and_eight_devices(unisync_task, unisync_config)
   one, eight = states["one"], states["eight"]
   assert one[1]["loss/total"] == pytest.approx(eight[1]["loss/total"], rel=1e-5)
   assert one[1]["pairs/cross_speaker"] == 1.0  # runs of 2 clips per identity: always another

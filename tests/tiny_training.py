@@ -1,4 +1,4 @@
-"""The tiny training set-up shared by the training tests (test_train*.py)."""
+"""The tiny training set-up shared by the training tests (test_train*.py, the pair-model tasks)."""
 
 import os
 
@@ -7,7 +7,7 @@ import orbax.checkpoint as ocp
 
 from configs import demo
 from data_pipelines import grain_pipeline
-from synclipmae_jax import experiment, input_pipeline, sharding
+from synclipmae_jax import experiment, input_pipeline, sharding, train_state
 
 
 def tiny_config(data_dir, **overrides):
@@ -46,3 +46,25 @@ def per_step_reference(config, steps):
       state, metrics = exp.train_step(state, sharding.global_batch(next(batches), mesh))
       history.append(jax.device_get(metrics))
   return jax.device_get(state.params), history
+
+
+def steps_on_one_and_eight_devices(task, make_config, num_steps: int = 3) -> dict:
+  """{"one" / "eight": (parameters after `num_steps` train steps, the last step's metrics, the
+  initial parameters)} of `task` (a tasks/ module) on 1 device and on 8 (data=2, fsdp=2,
+  tensor=2), from the same initialisation and random batches; make_config(**mesh) -> config."""
+  batches = [train_state.random_batch(make_config(), seed=s, clips_per_identity=2)
+             for s in range(num_steps)]
+  states = {}
+  for name, mesh_shape, devices in (("one", dict(data=1, fsdp=1, tensor=1), jax.devices()[:1]),
+                                    ("eight", dict(data=2, fsdp=2, tensor=2), jax.devices())):
+    config = make_config(**mesh_shape)
+    task.validate(config, num_devices=len(devices), process_count=1)
+    mesh = sharding.make_mesh(config.mesh, devices)
+    exp = task.build(config, mesh)
+    with exp.scope():
+      state = exp.init(jax.random.PRNGKey(0))
+      initial = jax.device_get(state.params)
+      for batch in batches:
+        state, metrics = exp.train_step(state, sharding.global_batch(batch, mesh))
+    states[name] = (jax.device_get(state.params), jax.device_get(metrics), initial)
+  return states
