@@ -1,0 +1,226 @@
+r"""`synclipmae-dub-train`: the dubbing fine-tune (paper 4.4) in one linear `train` (configs/dub.py).
+
+  synclipmae-dub-train --config=configs/dub.py --workdir=/tmp/dub --config.wan_vace=... \
+      --config.synclipmae=... --config.shards=...
+
+models (WanVACE transformer and VAE from a local diffusers folder; the exported SyncLipMAE's
+tokenizer; the AudioPack attached) -> what trains (`dub_step.freeze`) -> data (the shards' clips;
+step s draws its clip, window, reference, continuity drop, noise level and noise from seeds
+(seed, s), so a resumed run sees what an uninterrupted one does) -> checkpoint (the trained
+parameters and the optimizer's state as safetensors, `checkpoints/step_<s>.safetensors`) -> loop.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+from PIL import Image
+import safetensors.torch
+import torch
+
+from data_pipelines import grain_pipeline
+from synclipmae_torch import audiopack, dub_samples, dub_step, tokens as tokens_lib
+
+TOKEN_SOURCES = ("audio", "video")
+SIGMA_SHIFT = 5.0  # Wan's flow shift: noise levels sigma = s u / (1 + (s - 1) u), u ~ U(0, 1)
+
+
+def validate(config) -> None:
+  """Raises ValueError naming every bad value, before anything loads."""
+  errors = []
+  if config.tokens not in TOKEN_SOURCES:
+    errors.append(f"tokens={config.tokens!r} must be one of {TOKEN_SOURCES}")
+  if config.num_frames < 1 or (config.num_frames - 1) % audiopack.FRAMES_PER_LATENT:
+    errors.append(f"num_frames={config.num_frames} must be 1 + 4k (the Wan VAE's unit)")
+  if not 0.0 <= config.drop_continuity <= 1.0:
+    errors.append(f"drop_continuity={config.drop_continuity} must be in [0, 1]")
+  for name in ("num_train_steps", "checkpoint_every_steps", "log_every_steps"):
+    if config[name] < 1:
+      errors.append(f"{name}={config[name]} must be >= 1")
+  for name in ("wan_vace", "synclipmae", "shards"):
+    if not config[name]:
+      errors.append(f"{name} is empty: give a local path")
+  if config.wan_vace and config.wan_vace != "tiny" and not os.path.isdir(config.wan_vace):
+    errors.append(f"wan_vace={config.wan_vace!r} is not a folder (a local WanVACE in diffusers' "
+                  "format; nothing is downloaded)")
+  if config.synclipmae and not os.path.isfile(os.path.join(config.synclipmae, "config.json")):
+    errors.append(f"synclipmae={config.synclipmae!r} holds no exported SyncLipMAE (synclipmae-export)")
+  if config.shards and not glob.glob(config.shards):
+    errors.append(f"shards={config.shards!r} matches no file")
+  if errors:
+    raise ValueError("invalid config:\n  " + "\n  ".join(errors))
+
+
+def tiny_wan_vace():
+  """The smallest WanVACE transformer and Wan VAE (diffusers' test sizes), randomly initialised."""
+  from diffusers import AutoencoderKLWan, WanVACETransformer3DModel  # pylint: disable=import-outside-toplevel
+  torch.manual_seed(0)
+  transformer = WanVACETransformer3DModel(
+      patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16,
+      out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=4, cross_attn_norm=True,
+      qk_norm="rms_norm_across_heads", rope_max_seq_len=32, vace_layers=[0, 2], vace_in_channels=96)
+  vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                         temperal_downsample=[False, True, True])
+  return transformer, vae
+
+
+def load_wan_vace(path: str):
+  """(transformer, VAE) of a local diffusers folder, or the tiny random pair for "tiny"."""
+  if path == "tiny":
+    return tiny_wan_vace()
+  from diffusers import AutoencoderKLWan, WanVACETransformer3DModel  # pylint: disable=import-outside-toplevel
+  return (WanVACETransformer3DModel.from_pretrained(path, subfolder="transformer", local_files_only=True),
+          AutoencoderKLWan.from_pretrained(path, subfolder="vae", local_files_only=True))
+
+
+def control_tokens(tokenizer, clip: dict, sample: dict, source: str) -> torch.Tensor:
+  """[1, F, D] tokens of the sample's target frames: the audio tokens of its speech (read with
+  the clip's audio around it as context) or the vocal-motion tokens of its frames (resized to the
+  tokenizer's image size when the shards are prepared at another)."""
+  start, stop = sample["start"], sample["start"] + len(sample["target"])
+  if source == "audio":
+    return tokenizer.audio_tokens(clip["audio"], start, stop)[None]
+  frames = sample["target"]
+  if frames.shape[1] != tokenizer.image_size:
+    frames = np.stack([np.asarray(Image.fromarray(f).resize((tokenizer.image_size,) * 2, Image.BICUBIC))
+                       for f in frames])
+  return tokenizer.prompt_tokens(frames, clip["face_boxes"][start:stop],
+                                 clip["mouth_boxes"][start:stop])["vocal"][None]
+
+
+def noise_level(generator: torch.Generator) -> torch.Tensor:
+  u = torch.rand(1, generator=generator)
+  return SIGMA_SHIFT * u / (1 + (SIGMA_SHIFT - 1) * u)
+
+
+def save_checkpoint(path: str, step: int, trained: list, optimizer) -> None:
+  """The trained parameters and AdamW's state (moments and step of each) as one safetensors file."""
+  tensors = {f"param/{name}": p.detach().contiguous() for name, p in trained}
+  state = optimizer.state_dict()["state"]
+  for index, (name, _) in enumerate(trained):
+    for key, value in state.get(index, {}).items():
+      tensors[f"adam/{name}/{key}"] = torch.as_tensor(value).detach().contiguous()
+  tmp = path + ".tmp"
+  safetensors.torch.save_file(tensors, tmp, metadata={"step": str(step)})
+  os.replace(tmp, path)
+
+
+def latest_checkpoint(workdir: str) -> tuple[int, str] | None:
+  paths = glob.glob(os.path.join(workdir, "checkpoints", "step_*.safetensors"))
+  if not paths:
+    return None
+  steps = [(int(os.path.basename(p)[5:-12]), p) for p in paths]
+  return max(steps)
+
+
+def restore_checkpoint(path: str, trained: list, optimizer) -> int:
+  """Loads `path` into the trained parameters and the optimizer; returns its step."""
+  tensors = safetensors.torch.load_file(path)
+  with safetensors.safe_open(path, "pt") as f:
+    step = int(f.metadata()["step"])
+  missing = [name for name, _ in trained if f"param/{name}" not in tensors]
+  if missing:
+    raise ValueError(f"{path} lacks trained parameters {missing[:3]}: another model or AudioPack")
+  state = optimizer.state_dict()
+  with torch.no_grad():
+    for index, (name, p) in enumerate(trained):
+      p.copy_(tensors[f"param/{name}"])
+      moments = {key.rsplit("/", 1)[1]: value for key, value in tensors.items()
+                 if key.startswith(f"adam/{name}/")}
+      if moments:
+        state["state"][index] = moments
+  optimizer.load_state_dict(state)
+  return step
+
+
+def train(config, workdir: str) -> dict:
+  """Trains (resuming from `workdir`'s latest checkpoint); returns the last step's metrics."""
+  # ---------------------------------------------------------------- config & workdir
+  validate(config)
+  os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+    f.write(config.to_json(indent=1))
+
+  # ---------------------------------------------------------------- models
+  transformer, vae = load_wan_vace(config.wan_vace)
+  vae.eval().requires_grad_(False)
+  tokenizer = tokens_lib.SyncTokenizer.from_pretrained(config.synclipmae)
+  tokenizer.requires_grad_(False)
+  width = transformer.config.num_attention_heads * transformer.config.attention_head_dim
+  token_dim = tokenizer.model.arch["encoder"]["width"]
+  pack = audiopack.AudioPack(token_dim, width, hidden=config.audiopack_hidden)
+  audiopack.attach(transformer, pack)
+  if config.gradient_checkpointing:
+    transformer.enable_gradient_checkpointing()
+  pipe = dub_step.pipeline(transformer, vae)
+
+  # ---------------------------------------------------------------- what trains
+  trained = dub_step.freeze(transformer, pack)
+  optimizer = torch.optim.AdamW([p for _, p in trained], lr=config.learning_rate,
+                                weight_decay=config.weight_decay)
+
+  # ---------------------------------------------------------------- data
+  clips = grain_pipeline.load_eval_clips(sorted(glob.glob(config.shards)))
+  if config.prompt_embeds:
+    prompt = safetensors.torch.load_file(config.prompt_embeds)["prompt_embeds"]
+  else:
+    prompt = torch.zeros(1, config.prompt_length, transformer.config.text_dim)
+
+  # ---------------------------------------------------------------- checkpoint
+  step = 0
+  latest = latest_checkpoint(workdir)
+  if latest is not None:
+    step = restore_checkpoint(latest[1], trained, optimizer)
+
+  # ---------------------------------------------------------------- loop
+  metrics = {}
+  log = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")  # pylint: disable=consider-using-with
+  try:
+    while step < config.num_train_steps:
+      rng = np.random.default_rng([config.seed, step])
+      clip = clips[int(rng.integers(len(clips)))]
+      sample = dub_samples.training_sample(clip, rng, num_frames=config.num_frames,
+                                           drop_continuity=config.drop_continuity)
+      with torch.no_grad():
+        control = control_tokens(tokenizer, clip, sample, config.tokens)
+      encoded = dub_step.encode_sample(pipe, sample)
+      generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+      sigma = noise_level(generator)
+      noise = torch.randn(encoded["latents"].shape, generator=generator)
+      with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+        loss = dub_step.flow_matching_loss(transformer, pack, encoded, control, prompt, sigma, noise)
+      if not torch.isfinite(loss):
+        raise FloatingPointError(f"step {step + 1}: the flow-matching loss is {loss.item()}; "
+                                 "nothing of this step is saved")
+      optimizer.zero_grad(set_to_none=True)
+      loss.backward()
+      optimizer.step()
+      step += 1
+      metrics = {"step": step, "loss": loss.item(), "sigma": float(sigma)}
+      if step % config.log_every_steps == 0 or step == config.num_train_steps:
+        log.write(json.dumps(metrics) + "\n")
+        log.flush()
+      if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
+        save_checkpoint(os.path.join(workdir, "checkpoints", f"step_{step}.safetensors"), step,
+                        trained, optimizer)
+  finally:
+    log.close()
+  return metrics
+
+
+def run() -> None:
+  """Command line (`synclipmae-dub-train`)."""
+  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+
+  config = config_flags.DEFINE_config_file("config", None, "configs/dub.py[:tiny]", lock_config=True)
+  workdir = flags.DEFINE_string("workdir", None, "Checkpoints and metrics.jsonl go here.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(lambda argv: print(train(config.value, workdir.value)))
+
+
+if __name__ == "__main__":
+  run()
