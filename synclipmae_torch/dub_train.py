@@ -117,23 +117,39 @@ def latest_checkpoint(workdir: str) -> tuple[int, str] | None:
 
 
 def restore_checkpoint(path: str, trained: list, optimizer) -> int:
-  """Loads `path` into the trained parameters and the optimizer; returns its step."""
+  """Loads `path` into the trained parameters and the optimizer (None: parameters only, for
+  inference); returns its step."""
   tensors = safetensors.torch.load_file(path)
   with safetensors.safe_open(path, "pt") as f:
     step = int(f.metadata()["step"])
   missing = [name for name, _ in trained if f"param/{name}" not in tensors]
   if missing:
     raise ValueError(f"{path} lacks trained parameters {missing[:3]}: another model or AudioPack")
-  state = optimizer.state_dict()
   with torch.no_grad():
-    for index, (name, p) in enumerate(trained):
+    for name, p in trained:
       p.copy_(tensors[f"param/{name}"])
+  if optimizer is not None:
+    state = optimizer.state_dict()
+    for index, (name, _) in enumerate(trained):
       moments = {key.rsplit("/", 1)[1]: value for key, value in tensors.items()
                  if key.startswith(f"adam/{name}/")}
       if moments:
         state["state"][index] = moments
-  optimizer.load_state_dict(state)
+    optimizer.load_state_dict(state)
   return step
+
+
+def build_models(config):
+  """(transformer, VAE, tokenizer, AudioPack attached to the transformer) of a dub config."""
+  transformer, vae = load_wan_vace(config.wan_vace)
+  vae.eval().requires_grad_(False)
+  tokenizer = tokens_lib.SyncTokenizer.from_pretrained(config.synclipmae)
+  tokenizer.requires_grad_(False)
+  width = transformer.config.num_attention_heads * transformer.config.attention_head_dim
+  pack = audiopack.AudioPack(tokenizer.model.arch["encoder"]["width"], width,
+                             hidden=config.audiopack_hidden)
+  audiopack.attach(transformer, pack)
+  return transformer, vae, tokenizer, pack
 
 
 def train(config, workdir: str) -> dict:
@@ -145,14 +161,7 @@ def train(config, workdir: str) -> dict:
     f.write(config.to_json(indent=1))
 
   # ---------------------------------------------------------------- models
-  transformer, vae = load_wan_vace(config.wan_vace)
-  vae.eval().requires_grad_(False)
-  tokenizer = tokens_lib.SyncTokenizer.from_pretrained(config.synclipmae)
-  tokenizer.requires_grad_(False)
-  width = transformer.config.num_attention_heads * transformer.config.attention_head_dim
-  token_dim = tokenizer.model.arch["encoder"]["width"]
-  pack = audiopack.AudioPack(token_dim, width, hidden=config.audiopack_hidden)
-  audiopack.attach(transformer, pack)
+  transformer, vae, tokenizer, pack = build_models(config)
   if config.gradient_checkpointing:
     transformer.enable_gradient_checkpointing()
   pipe = dub_step.pipeline(transformer, vae)

@@ -57,7 +57,9 @@ def test_a_second_process_on_the_same_task_stops_and_the_first_loses_nothing(tmp
       assert first.poll() is None, first.stdout.read()
       assert time.time() < deadline, "the first process wrote no temporary shard"
       time.sleep(0.1)
-      live = [n for n in os.listdir(output) if ".tmp-" in n] if output.exists() else []
+      # A temporary shard (not plan.json's temporary, written before the lock is taken).
+      live = ([n for n in os.listdir(output) if shards.SUFFIX + ".tmp-" in n]
+              if output.exists() else [])
     with pytest.raises(RuntimeError, match="another process is preparing task 0 of 1"):
       prepare_videos(videos, output)
     assert all((output / n).exists() for n in live)  # its work in progress is untouched
