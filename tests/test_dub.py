@@ -61,3 +61,17 @@ def test_the_run_says_which_input_it_needs(run, tmp_path):
     dub.dub(run, AOC, str(tmp_path / "x.mp4"), speech=HILL, size=30, steps=1)
   assert not os.path.exists(tmp_path / "x.mp4")
 
+
+
+def test_a_video_driven_run_dubs_with_a_driving_videos_motion_and_sound(inputs, tmp_path):  # pylint: disable=redefined-outer-name
+  config = dub_configs.get_config("tiny")
+  config.synclipmae, config.shards = inputs
+  config.num_train_steps, config.tokens = 1, "video"
+  workdir = str(tmp_path / "video_run")
+  dub_train.train(config, workdir)
+  out = str(tmp_path / "driven.mp4")
+  report = dub.dub(workdir, AOC, out, driving_video=HILL, size=32, steps=1)
+  assert report["frames"] == len(list(decode.iter_frames(out, 0))) == 200
+  sound, _ = decode.read_audio(HILL, decode.probe(HILL).start, 200)
+  audio, _ = decode.read_audio(out, decode.probe(out).start, 200)
+  assert np.corrcoef(sound, audio)[0, 1] > 0.95
