@@ -50,11 +50,6 @@ def parameter_counts() -> dict:
           "adam_state_gib_fp32": 8 * n_trained / 2 ** 30, "trained_fp32_master_gib": 4 * n_trained / 2 ** 30}
 
 
-def torch_matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-  a, b = torch.ones(n, n), torch.ones(n, n)
-  torch.mm(a, b)
-  return 2 * n ** 3 / statistics.median(harness.timed(lambda: torch.mm(a, b), repeats))
-
 
 def tiny_step():
   transformer, vae = dub_train.tiny_wan_vace()
@@ -92,7 +87,7 @@ def main(argv):
   step, tiny_trained = tiny_step()
   step()
   times = harness.timed(step, _STEPS.value)
-  peak = torch_matmul_peak()
+  peak = harness.torch_matmul_peak()
   result = {**counts, "tiny_trained_params": tiny_trained, "tiny_step_s": times,
             "tiny_step_median_s": statistics.median(times),
             "process_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

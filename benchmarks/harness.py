@@ -96,3 +96,11 @@ class TrainStep:
       self.step.lower(self.state, self.batch).compile()
     self.compile_seconds = time.perf_counter() - start
     return self.compile_seconds
+
+
+def torch_matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+  """PyTorch's f32 n^3 matmul FLOP/s in this process (the reference of the PyTorch benchmarks)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  a, b = torch.ones(n, n), torch.ones(n, n)
+  torch.mm(a, b)
+  return 2 * n ** 3 / statistics.median(timed(lambda: torch.mm(a, b), repeats))

@@ -32,11 +32,6 @@ _OUT = flags.DEFINE_string("out", "benchmarks/results/vitmae_vs_torch.json", "Re
 IMAGES = 8
 
 
-def torch_matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-  a, b = torch.ones(n, n), torch.ones(n, n)
-  torch.mm(a, b)
-  return 2 * n ** 3 / statistics.median(harness.timed(lambda: torch.mm(a, b), repeats))
-
 
 def torch_vitmae_step():
   config = transformers.ViTMAEConfig(
@@ -79,7 +74,7 @@ def main(argv):
   ours.compile()
   ours()
   our_times = harness.timed(ours, _STEPS.value)
-  torch_peak, jax_peak = torch_matmul_peak(), harness.matmul_peak()
+  torch_peak, jax_peak = harness.torch_matmul_peak(), harness.matmul_peak()
   t_torch, t_ours = statistics.median(torch_times), statistics.median(our_times)
   result = {
       "torch": torch.__version__, "images_per_step": IMAGES,
