@@ -101,7 +101,8 @@ def make(config, model, audio_encoder, tx: optax.GradientTransformation, schedul
 
   def visual_step(state, batch):
     (_, (_, aux)), _ = loss_and_grads(state, batch)
-    return {k: aux[k][:t] for k in ("targets", "context_keep", "pred_video", "pred_audio")}
+    return {k: None if aux[k] is None else aux[k][:t]  # pred_audio: None without an audio pass
+            for k in ("targets", "context_keep", "pred_video", "pred_audio")}
 
   return StepFunctions(init, train_step, visual_step, spec)
 

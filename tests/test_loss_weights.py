@@ -73,3 +73,26 @@ def test_the_step_does_less_work_and_the_count_follows(steps):
   assert analytical["default"] - analytical["no_audio_pass"] == pytest.approx(saved, rel=0.15)
   assert compiled["plain_mae"] < compiled["no_audio_pass"]
   assert analytical["plain_mae"] < analytical["no_audio_pass"]
+
+
+def test_a_run_without_the_audio_pass_writes_its_reconstruction_images(steps):
+  """The image summary of a plain-MAE run has the original, masked and video-driven panels only
+  (visual_step once crashed on the missing audio-driven reconstruction)."""
+  from synclipmae_jax.tasks import pretrain  # pylint: disable=import-outside-toplevel
+
+  written = {}
+
+  class Writer:
+    def write_images(self, step, images):
+      written[step] = images
+
+  images = {}
+  for name in ("default", "plain_mae"):
+    exp = steps[name][2]
+    with exp.scope():
+      state = exp.init(jax.random.PRNGKey(0))
+    batch = train_state.random_batch(exp.config, seed=0, clips_per_identity=2)
+    pretrain.write_images(Writer(), exp, state, batch, 7)
+    images[name] = written.pop(7)["reconstructions"]
+  # One panel fewer: the audio-driven reconstruction's.
+  assert images["plain_mae"].shape[2] * 4 == images["default"].shape[2] * 3
