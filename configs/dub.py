@@ -8,8 +8,16 @@ matching on prepared talking-face shards, driven by the exported SyncLipMAE's au
       --config.shards='/data/prepared/train-*.array_record'
 
 The paper's settings: 17 target frames + 1 identity reference + 1 continuity frame (dropped with
-probability 0.1), batch 1 per GPU on 128 GPUs for 30k steps, bf16, gradient checkpointing. Here a
-run is one process (batch 1); the per-process settings are the paper's.
+probability 0.1), batch 1 per GPU on 128 GPUs for 30k steps, bf16, gradient checkpointing. On 16
+machines of 8 GPUs (each process one GPU and one sample per step, gradients averaged over all):
+
+  torchrun --nnodes=16 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 \
+      -m synclipmae_torch.dub_train --config=configs/dub.py --workdir=/shared/dub \
+      --config.wan_vace=/path/to/Wan2.1-VACE-1.3B-diffusers --config.synclipmae=/path/to/export \
+      --config.shards='/data/prepared/train-*.array_record'
+
+(one process, as above, trains at batch `samples_per_process`; a global batch of 128 on fewer
+GPUs: raise samples_per_process, which accumulates gradients.)
 
 Variants: `tiny`, a randomly initialised smallest WanVACE and Wan VAE (diffusers' test sizes) for
 a few steps on CPU: what the tests train (`wan_vace="tiny"`).
@@ -38,6 +46,8 @@ def get_config(arg: str | None = None):
   c.audiopack_hidden = 512
   c.prompt_embeds = ""  # a safetensors file with "prompt_embeds" [1, L, text_dim]; "" = zeros
   c.prompt_length = 512  # of the zero prompt
+  c.samples_per_process = 1  # per step; the global batch is this x the number of processes
+  c.device = "auto"  # "cuda" (the process's LOCAL_RANK) when there is one, else "cpu"
   c.seed = 0
   if arg == "tiny":
     c.wan_vace = "tiny"

@@ -64,8 +64,9 @@ def window_of(boxes: np.ndarray, margin: float, width: int, height: int) -> np.n
   return np.array([x0, y0, x0 + side, y0 + side])
 
 
-def load_run(workdir: str):
-  """(config, pipeline, AudioPack, tokenizer) of a dub-train run at its latest checkpoint."""
+def load_run(workdir: str, device: str = "auto"):
+  """(config, pipeline, AudioPack, tokenizer) of a dub-train run at its latest checkpoint, on
+  `device` (`dub_train.DEVICES`)."""
   with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
     config = ml_collections.ConfigDict(json.load(f))
   latest = dub_train.latest_checkpoint(workdir)
@@ -74,6 +75,9 @@ def load_run(workdir: str):
   transformer, vae, tokenizer, pack = dub_train.build_models(config)
   trained = dub_step.freeze(transformer, pack)
   dub_train.restore_checkpoint(latest[1], trained, None)
+  place = dub_train.resolve_device(device)
+  for module in (transformer, vae, tokenizer, pack):
+    module.to(place)
   transformer.eval()
   return config, dub_step.pipeline(transformer, vae), pack, tokenizer
 
@@ -110,10 +114,10 @@ def control_tokens(tokenizer, num_frames: int, speech: str | None, driving_video
 
 def dub(run: str, video: str, out: str, *, speech: str | None = None, driving_video: str | None = None,
         size: int = 256, steps: int = 30, guidance_scale: float = 1.0, seed: int = 0,
-        detector: str = "mtcnn") -> dict:
+        detector: str = "mtcnn", device: str = "auto") -> dict:
   """Writes the dubbed video to `out`; returns {"frames", "segments", "window": the face window
   (x0, y0, x1, y1), "regenerated_box": the bounding box of every pixel the mask regenerates}."""
-  config, pipe, pack, tokenizer = load_run(run)
+  config, pipe, pack, tokenizer = load_run(run, device)
   base = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
   if size % base:
     raise ValueError(f"size={size} must be a multiple of {base} (the VAE's and the DiT's patches)")
@@ -129,7 +133,8 @@ def dub(run: str, video: str, out: str, *, speech: str | None = None, driving_vi
   paste = dub_samples.lower_face_mask(rel_faces, rel_mouths, side, side) > 0.5
   windows = [np.asarray(Image.fromarray(f[y0:y1, x0:x1]).resize((size, size), Image.BICUBIC))
              for f in frames]
-  prompt = torch.zeros(1, config.prompt_length, pipe.transformer.config.text_dim)
+  prompt = torch.zeros(1, config.prompt_length, pipe.transformer.config.text_dim,
+                       device=tokenizer.pixel_mean.device)
   f = dub_samples.TARGET_FRAMES
   out_frames = [fr.copy() for fr in frames]
   continuity, segments = None, 0
@@ -173,11 +178,12 @@ def run() -> None:
   flags.DEFINE_float("guidance_scale", 1.0, "Classifier-free guidance (1: none).")
   flags.DEFINE_integer("seed", 0, "Seed of the noise.")
   flags.DEFINE_string("detector", "mtcnn", "The preparation's face detector.")
+  flags.DEFINE_enum("device", "auto", dub_train.DEVICES, "auto: a GPU when there is one.")
   flags.mark_flags_as_required(["run", "video", "out"])
   f = flags.FLAGS
   app.run(lambda argv: print(dub(f.run, f.video, f.out, speech=f.speech, driving_video=f.driving_video,
                                  size=f.size, steps=f.steps, guidance_scale=f.guidance_scale,
-                                 seed=f.seed, detector=f.detector)))
+                                 seed=f.seed, detector=f.detector, device=f.device)))
 
 
 if __name__ == "__main__":

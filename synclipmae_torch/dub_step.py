@@ -52,21 +52,22 @@ def _video(frames: np.ndarray) -> torch.Tensor:
 
 def _latents(vae, video: torch.Tensor) -> torch.Tensor:
   """The normalised latents of `video` [1, 3, F, H, W], as WanVACEPipeline normalises them."""
-  mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
-  inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+  mean = torch.tensor(vae.config.latents_mean, device=video.device).view(1, -1, 1, 1, 1)
+  inv_std = 1.0 / torch.tensor(vae.config.latents_std, device=video.device).view(1, -1, 1, 1, 1)
   return (vae.encode(video).latent_dist.mode().float() - mean) * inv_std
 
 
 @torch.no_grad()
 def encode_sample(pipe, sample: dict) -> dict:
   """A `dub_samples.training_sample` -> {"control": [1, 96, R + L, h, w], "latents":
-  [1, 16, R + L, h, w], "num_reference_frames": R}."""
-  video = _video(sample["target"])
-  mask = torch.from_numpy(np.ascontiguousarray(sample["mask"]))[None, None].float()  # [1, 1, F, H, W]
-  references = [_video(sample["reference"][None])[0, :, 0]]
+  [1, 16, R + L, h, w], "num_reference_frames": R}, on the VAE's device."""
+  device = next(pipe.vae.parameters()).device
+  video = _video(sample["target"]).to(device)
+  mask = torch.from_numpy(np.ascontiguousarray(sample["mask"]))[None, None].float().to(device)  # [1, 1, F, H, W]
+  references = [_video(sample["reference"][None])[0, :, 0].to(device)]
   if sample["continuity"] is not None:
-    references.append(_video(sample["continuity"][None])[0, :, 0])
-  control = torch.cat([pipe.prepare_video_latents(video, mask, [references], device="cpu"),
+    references.append(_video(sample["continuity"][None])[0, :, 0].to(device))
+  control = torch.cat([pipe.prepare_video_latents(video, mask, [references], device=device),
                        pipe.prepare_masks(mask, [references])], dim=1)
   latents = _latents(pipe.vae, video)
   for image in references:  # each in front of the previous: the pipeline's order

@@ -8,6 +8,18 @@ tokenizer; the AudioPack attached) -> what trains (`dub_step.freeze`) -> data (t
 step s draws its clip, window, reference, continuity drop, noise level and noise from seeds
 (seed, s), so a resumed run sees what an uninterrupted one does) -> checkpoint (the trained
 parameters and the optimizer's state as safetensors, `checkpoints/step_<s>.safetensors`) -> loop.
+
+Data parallel over processes started by torchrun (torch.distributed; NCCL on GPUs, Gloo on CPUs):
+
+  torchrun --nnodes=16 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 \
+      -m synclipmae_torch.dub_train --config=configs/dub.py --workdir=/shared/dub ...
+
+Every process holds the whole model (the frozen backbone is not sharded) on its own device
+(`cuda:LOCAL_RANK`, or the CPU) and draws `samples_per_process` samples per step; sample i of
+step s (i = rank x samples_per_process + j) comes from the seeds (seed, s, i) whatever the number
+of processes, and the trained parameters' gradients are averaged over all of them (an all-reduce
+after the backward passes), so N processes with one sample each take the step one process takes
+with N samples. Process 0 writes the log and the checkpoints; every process resumes from them.
 """
 
 from __future__ import annotations
@@ -20,11 +32,13 @@ import numpy as np
 from PIL import Image
 import safetensors.torch
 import torch
+from torch import distributed
 
 from data_pipelines import grain_pipeline
 from synclipmae_torch import audiopack, dub_samples, dub_step, tokens as tokens_lib
 
 TOKEN_SOURCES = ("audio", "video")
+DEVICES = ("auto", "cpu", "cuda")  # auto: cuda when there is one
 SIGMA_SHIFT = 5.0  # Wan's flow shift: noise levels sigma = s u / (1 + (s - 1) u), u ~ U(0, 1)
 
 
@@ -37,7 +51,9 @@ def validate(config) -> None:
     errors.append(f"num_frames={config.num_frames} must be 1 + 4k (the Wan VAE's unit)")
   if not 0.0 <= config.drop_continuity <= 1.0:
     errors.append(f"drop_continuity={config.drop_continuity} must be in [0, 1]")
-  for name in ("num_train_steps", "checkpoint_every_steps", "log_every_steps"):
+  if config.device not in DEVICES:
+    errors.append(f"device={config.device!r} must be one of {DEVICES}")
+  for name in ("num_train_steps", "checkpoint_every_steps", "log_every_steps", "samples_per_process"):
     if config[name] < 1:
       errors.append(f"{name}={config[name]} must be >= 1")
   for name in ("wan_vace", "synclipmae", "shards"):
@@ -94,6 +110,45 @@ def control_tokens(tokenizer, clip: dict, sample: dict, source: str) -> torch.Te
 def noise_level(generator: torch.Generator) -> torch.Tensor:
   u = torch.rand(1, generator=generator)
   return SIGMA_SHIFT * u / (1 + (SIGMA_SHIFT - 1) * u)
+
+
+def resolve_device(device: str) -> torch.device:
+  """One of DEVICES -> this process's device (`cuda:LOCAL_RANK` for "cuda")."""
+  if device not in DEVICES:
+    raise ValueError(f"device={device!r} must be one of {DEVICES}")
+  if device == "auto":
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+  if device == "cpu":
+    return torch.device("cpu")
+  local = int(os.environ.get("LOCAL_RANK", "0"))
+  torch.cuda.set_device(local)
+  return torch.device("cuda", local)
+
+
+def processes(device: str) -> tuple[int, int, torch.device]:
+  """(rank, world size, this process's device); joins the process group when torchrun started
+  several processes (NCCL on GPUs, Gloo on CPUs)."""
+  world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+  place = resolve_device(device)
+  if world > 1 and not distributed.is_initialized():
+    distributed.init_process_group("nccl" if place.type == "cuda" else "gloo")
+  return rank, world, place
+
+
+def average_gradients(trained: list, world: int) -> None:
+  """Sums the trained parameters' gradients over the processes (each already divided by the
+  number of samples of the step), flattened into one buffer per dtype for one all-reduce each."""
+  if world == 1:
+    return
+  grads = [p.grad for _, p in trained if p.grad is not None]
+  for dtype in {g.dtype for g in grads}:
+    group = [g for g in grads if g.dtype == dtype]
+    flat = torch.cat([g.reshape(-1) for g in group])
+    distributed.all_reduce(flat)
+    offset = 0
+    for g in group:
+      g.copy_(flat[offset:offset + g.numel()].view_as(g))
+      offset += g.numel()
 
 
 def save_checkpoint(path: str, step: int, trained: list, optimizer) -> None:
@@ -154,14 +209,19 @@ def build_models(config):
 
 def train(config, workdir: str) -> dict:
   """Trains (resuming from `workdir`'s latest checkpoint); returns the last step's metrics."""
-  # ---------------------------------------------------------------- config & workdir
+  # ---------------------------------------------------------------- config, processes & workdir
   validate(config)
-  os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-    f.write(config.to_json(indent=1))
+  rank, world, device = processes(config.device)
+  samples = config.samples_per_process * world  # per step, over all processes
+  if rank == 0:
+    os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json(indent=1))
 
   # ---------------------------------------------------------------- models
   transformer, vae, tokenizer, pack = build_models(config)
+  for module in (transformer, vae, tokenizer, pack):
+    module.to(device)
   if config.gradient_checkpointing:
     transformer.enable_gradient_checkpointing()
   pipe = dub_step.pipeline(transformer, vae)
@@ -177,6 +237,7 @@ def train(config, workdir: str) -> dict:
     prompt = safetensors.torch.load_file(config.prompt_embeds)["prompt_embeds"]
   else:
     prompt = torch.zeros(1, config.prompt_length, transformer.config.text_dim)
+  prompt = prompt.to(device)
 
   # ---------------------------------------------------------------- checkpoint
   step = 0
@@ -186,37 +247,49 @@ def train(config, workdir: str) -> dict:
 
   # ---------------------------------------------------------------- loop
   metrics = {}
-  log = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")  # pylint: disable=consider-using-with
+  log = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8") if rank == 0 else None  # pylint: disable=consider-using-with
   try:
     while step < config.num_train_steps:
-      rng = np.random.default_rng([config.seed, step])
-      clip = clips[int(rng.integers(len(clips)))]
-      sample = dub_samples.training_sample(clip, rng, num_frames=config.num_frames,
-                                           drop_continuity=config.drop_continuity)
-      with torch.no_grad():
-        control = control_tokens(tokenizer, clip, sample, config.tokens)
-      encoded = dub_step.encode_sample(pipe, sample)
-      generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-      sigma = noise_level(generator)
-      noise = torch.randn(encoded["latents"].shape, generator=generator)
-      with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-        loss = dub_step.flow_matching_loss(transformer, pack, encoded, control, prompt, sigma, noise)
-      if not torch.isfinite(loss):
-        raise FloatingPointError(f"step {step + 1}: the flow-matching loss is {loss.item()}; "
-                                 "nothing of this step is saved")
       optimizer.zero_grad(set_to_none=True)
-      loss.backward()
+      figures = torch.zeros(2, dtype=torch.float64)  # sums over this process's samples: loss, sigma
+      for j in range(config.samples_per_process):
+        index = rank * config.samples_per_process + j
+        rng = np.random.default_rng([config.seed, step, index])
+        clip = clips[int(rng.integers(len(clips)))]
+        sample = dub_samples.training_sample(clip, rng, num_frames=config.num_frames,
+                                             drop_continuity=config.drop_continuity)
+        with torch.no_grad():
+          control = control_tokens(tokenizer, clip, sample, config.tokens)
+        encoded = dub_step.encode_sample(pipe, sample)
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))  # noise on the CPU:
+        sigma = noise_level(generator)  # the same draws on every device
+        noise = torch.randn(encoded["latents"].shape, generator=generator).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+          loss = dub_step.flow_matching_loss(transformer, pack, encoded, control, prompt,
+                                             sigma.to(device), noise)
+        (loss / samples).backward()
+        figures += torch.tensor([loss.item(), float(sigma)], dtype=torch.float64)
+      if world > 1:
+        distributed.all_reduce(figures)
+      mean_loss, mean_sigma = (figures / samples).tolist()
+      if not np.isfinite(mean_loss):
+        raise FloatingPointError(f"step {step + 1}: the flow-matching loss is {mean_loss}; "
+                                 "nothing of this step is saved")
+      average_gradients(trained, world)
       optimizer.step()
       step += 1
-      metrics = {"step": step, "loss": loss.item(), "sigma": float(sigma)}
-      if step % config.log_every_steps == 0 or step == config.num_train_steps:
+      metrics = {"step": step, "loss": mean_loss, "sigma": mean_sigma}
+      if rank == 0 and (step % config.log_every_steps == 0 or step == config.num_train_steps):
         log.write(json.dumps(metrics) + "\n")
         log.flush()
-      if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
+      if rank == 0 and (step % config.checkpoint_every_steps == 0 or step == config.num_train_steps):
         save_checkpoint(os.path.join(workdir, "checkpoints", f"step_{step}.safetensors"), step,
                         trained, optimizer)
   finally:
-    log.close()
+    if log is not None:
+      log.close()
+  if world > 1:
+    distributed.barrier()  # the last checkpoint is written before any process returns
   return metrics
 
 
@@ -228,7 +301,15 @@ def run() -> None:
   config = config_flags.DEFINE_config_file("config", None, "configs/dub.py[:tiny]", lock_config=True)
   workdir = flags.DEFINE_string("workdir", None, "Checkpoints and metrics.jsonl go here.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(lambda argv: print(train(config.value, workdir.value)))
+  def main(argv):
+    del argv
+    metrics = train(config.value, workdir.value)
+    if distributed.is_initialized():
+      distributed.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+      print(metrics)
+
+  app.run(main)
 
 
 if __name__ == "__main__":

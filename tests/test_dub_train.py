@@ -80,23 +80,42 @@ def test_video_driven_runs_the_same_model_on_vocal_motion_tokens(inputs, tmp_pat
 
 
 def test_bad_configs_are_refused_before_anything_loads(inputs, tmp_path):
-  config = tiny_config(inputs, tokens="text", num_frames=16, wan_vace=str(tmp_path / "absent"))
+  config = tiny_config(inputs, tokens="text", num_frames=16, wan_vace=str(tmp_path / "absent"),
+                       device="tpu", samples_per_process=0)
   config.shards = str(tmp_path / "none-*")
   with pytest.raises(ValueError) as e:
     dub_train.train(config, str(tmp_path / "run"))
   message = str(e.value)
   for part in ("tokens='text' must be one of ('audio', 'video')", "num_frames=16 must be 1 + 4k",
-               "is not a folder (a local WanVACE", "matches no file"):
+               "is not a folder (a local WanVACE", "matches no file",
+               "device='tpu' must be one of ('auto', 'cpu', 'cuda')", "samples_per_process=0 must be >= 1"):
     assert part in message
   assert not os.path.exists(tmp_path / "run")
 
 
-def test_command_line(inputs, tmp_path):
+def test_two_processes_take_the_step_of_one_process_with_two_samples(inputs, tmp_path):
+  """torchrun (Gloo on CPU) with one sample per process == one process with two samples, and the
+  command line writes what `train` does."""
+  one = str(tmp_path / "one")
+  dub_train.train(tiny_config(inputs, num_train_steps=2, samples_per_process=2), one)
   folder, shards = inputs
+  two = tmp_path / "two"
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  subprocess.run([sys.executable, "-m", "synclipmae_torch.dub_train", "--config=configs/dub.py:tiny",
-                  f"--workdir={tmp_path}", f"--config.synclipmae={folder}", f"--config.shards={shards}",
-                  "--config.num_train_steps=1"], check=True, cwd=root, capture_output=True)
-  assert os.path.exists(tmp_path / "checkpoints" / "step_1.safetensors")
-  with open(tmp_path / "config.json") as f:
-    assert json.load(f)["num_train_steps"] == 1
+  result = subprocess.run(
+      [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+       "-m", "synclipmae_torch.dub_train", "--config=configs/dub.py:tiny", f"--workdir={two}",
+       f"--config.synclipmae={folder}", f"--config.shards={shards}", "--config.num_train_steps=2"],
+      cwd=root, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, PYTHONPATH=root, OMP_NUM_THREADS="1"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(two / "config.json") as f:
+    assert json.load(f)["num_train_steps"] == 2
+  with open(os.path.join(one, "metrics.jsonl")) as f, open(two / "metrics.jsonl") as g:
+    a, b = [json.loads(line) for line in f], [json.loads(line) for line in g]
+  assert [m["step"] for m in b] == [1, 2]
+  for x, y in zip(a, b):
+    assert x["loss"] == pytest.approx(y["loss"], rel=1e-5) and x["sigma"] == pytest.approx(y["sigma"])
+  single, pair = checkpoint(one, 2), checkpoint(str(two), 2)
+  assert single.keys() == pair.keys()
+  for key, value in single.items():
+    torch.testing.assert_close(pair[key], value, rtol=1e-5, atol=1e-7, msg=key)
