@@ -18,8 +18,11 @@ One ArrayRecord record = one clip, serialised with msgpack as a flat map:
 |                |                          | preserving mask weights derive from these two boxes  |
 | transcript     | str                      | words spoken, "" when unknown                        |
 | emotion        | int                      | emotion class, -1 when unknown                       |
-| actions        | bytes (uint8 [N, A])     | per-frame action flags (ACTION_NAMES order), may be  |
-|                |                          | empty (A = 0)                                        |
+| actions        | bytes (uint8 [N, A])     | per-frame action flags, may be empty (A = 0)         |
+
+Emotion indices and action columns name the dataset's vocabularies (`labels.py`, its
+labels.json): the synthetic renderer's EMOTION_NAMES and ACTION_NAMES unless a prepared
+dataset says otherwise.
 
 Boxes are normalised by frame width (x) and height (y). A record with N frames always has
 640 * N audio samples: the writer cuts or pads the audio, never the reader.
@@ -55,7 +58,7 @@ class Clip:
   mouth_boxes: np.ndarray  # float32 [N, 4]
   transcript: str = ""
   emotion: int = -1
-  actions: np.ndarray | None = None  # uint8 [N, len(ACTION_NAMES)] or None
+  actions: np.ndarray | None = None  # uint8 [N, A] (A actions of the dataset's labels) or None
 
   def __post_init__(self):
     n = len(self.frames)
@@ -70,8 +73,8 @@ class Clip:
         raise ValueError(f"{name} must be [{n}, 4], got {boxes.shape}")
     if self.split not in SPLITS:
       raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
-    if self.actions is not None and self.actions.shape != (n, len(ACTION_NAMES)):
-      raise ValueError(f"actions must be [{n}, {len(ACTION_NAMES)}], got {self.actions.shape}")
+    if self.actions is not None and (self.actions.ndim != 2 or self.actions.shape[0] != n):
+      raise ValueError(f"actions must be [{n}, A] (one flag per action), got {self.actions.shape}")
 
   @property
   def num_frames(self) -> int:

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from data_pipelines import face_weights
+from data_pipelines import labels
 from data_pipelines import grain_pipeline
 from data_pipelines.prepare import decode
 from data_pipelines.prepare import plan
@@ -23,6 +24,9 @@ from fixture_paths import HDTF
 AOC = os.path.join(HDTF, "WDA_AlexandriaOcasioCortez_000.mp4")
 HILL = os.path.join(HDTF, "WDA_KatieHill_000.mp4")
 SIZE = 64
+# The users' own vocabularies (CelebV-HQ's emotions; three actions), as --emotions / --actions give them.
+LABELS = labels.Labels(("neutral", "happy", "sad", "anger", "fear", "surprise", "disgust", "contempt"),
+                       ("talk", "nod", "smile"))
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +35,13 @@ def prepared(tmp_path_factory):
   manifest = root / "manifest.jsonl"
   manifest.write_text(
       json.dumps({"path": HILL, "speaker": "katie_hill", "split": "validation",
-                  "transcript": "words of the whole clip", "emotion": "neutral"}) + "\n" +
-      json.dumps({"path": AOC, "speaker": "aoc", "split": "train"}) + "\n")
+                  "transcript": "words of the whole clip", "emotion": "surprise",
+                  "actions": "talk;smile"}) + "\n" +
+      json.dumps({"path": AOC, "speaker": "aoc", "split": "train", "actions": []}) + "\n")
   output = root / "out"
   summary = prepare.prepare(plan.read_manifest(str(manifest)), str(output),
-                            process.PrepareOptions(image_size=SIZE), progress=False)
+                            process.PrepareOptions(image_size=SIZE), progress=False,
+                            labels=LABELS)
   clips = {}
   for split in ("train", "validation"):
     with open(output / "dataset_info.json") as f:
@@ -78,7 +84,11 @@ def test_identity_ids_splits_and_labels_from_the_manifest(prepared):
   assert (clips["train"]["identity_id"], clips["train"]["transcript"], clips["train"]["emotion"]
           ) == (0, "", -1)
   assert (clips["validation"]["identity_id"], clips["validation"]["transcript"],
-          clips["validation"]["emotion"]) == (1, "words of the whole clip", 0)
+          clips["validation"]["emotion"]) == (1, "words of the whole clip", 5)
+  # Clip-level actions flag every frame, in the vocabulary's order; an empty list is "none".
+  np.testing.assert_array_equal(clips["validation"]["actions"], np.tile([[1, 0, 1]], (200, 1)))
+  np.testing.assert_array_equal(clips["train"]["actions"], np.zeros((200, 3)))
+  assert labels.read(str(output)) == LABELS
   with open(output / "manifest.jsonl") as f:
     kept = [json.loads(line) for line in f]
   assert [(c["speaker"], c["identity_id"], c["mouth_from"]) for c in kept] == [

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import demo
-from data_pipelines import grain_pipeline, schema, synthetic_dataset
+from data_pipelines import grain_pipeline, labels, schema, synthetic_dataset
 from synclipmae_jax import frame_features, input_pipeline, linear_probe, probe_metrics
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.evaluators import probe as probe_evaluator
@@ -122,6 +122,35 @@ def test_windows_average_frame_features_and_take_any_flagged_frame():
       [0, 0, 0], [0, 1, 0]]
 
 
+def test_classes_come_from_the_datasets_labels(tmp_path):
+  """A prepared dataset's labels.json sets the classes (8 emotions where the synthetic set has 5),
+  and records whose action columns it does not name are refused with both counts."""
+  config = demo.get_config("tiny")
+  entry = probe_evaluator.entry_of(config)
+  evaluators.override(entry, {"clip_frames": [2], "feature": "vocal",
+                              "pattern": str(tmp_path / "train-*.array_record")}, config)
+  names = ("neutral", "happy", "sad", "anger", "fear", "surprise", "disgust", "contempt")
+  labels.write(str(tmp_path), labels.Labels(names, ("talk", "nod")))
+  rng = np.random.default_rng(0)
+  clips = {s: [{"emotion": int(e), "actions": rng.integers(0, 2, (4, 2)).astype(np.uint8),
+                "frames": np.zeros((4, 16, 16, 3), np.uint8)} for e in (7, 6, 0, 7, 6, 0)]
+           for s in schema.SPLITS}
+  evaluator = probe_evaluator.Evaluator(entry, config, model=synclipmae.build(config.model),
+                                        clips=clips)
+  features = {s: [rng.normal(size=(4, 4, 3)).astype(np.float32) for _ in clips[s]]
+              for s in schema.SPLITS}
+  _, details = evaluator.fit(features)
+  assert details["emotion@2"]["classes"] == list(names)
+  assert details["actions@2"]["classes"] == ["talk", "nod"]
+  # Emotion 7 (contempt) is a class of its own: its one-vs-rest AUC is scored.
+  assert details["emotion@2"]["test"]["classes_scored"] == 3
+  labels.write(str(tmp_path), labels.Labels(names, ("talk", "nod", "smile")))
+  evaluator = probe_evaluator.Evaluator(entry, config, model=synclipmae.build(config.model),
+                                        clips=clips)
+  with pytest.raises(ValueError, match=r"the records flag 2 actions, the dataset's labels name 3"):
+    evaluator.fit(features)
+
+
 def test_bad_options_are_refused_before_anything_loads():
   config = demo.get_config("tiny")
   entry = probe_evaluator.entry_of(config)
@@ -158,6 +187,7 @@ def test_command_probes_the_checkpoint_and_the_random_encoder(report):
     assert row["details"]["emotion@4"]["num_clips"] == {"train": 18, "validation": 6, "test": 6}
     assert row["details"]["emotion@8"]["num_clips"] == {"train": 9, "validation": 3, "test": 3}
     assert row["frames"] == 15 * 8 and row["extract_seconds"] > 0
+    assert row["details"]["emotion@4"]["classes"] == list(schema.EMOTION_NAMES)
   # The trained and the random encoder give different features, hence different probes.
   assert report["rows"][0]["details"] != report["rows"][1]["details"]
   with open(os.path.join(out, probe_tool.REPORT_MD)) as f:

@@ -2,7 +2,8 @@
 
 Inputs are a folder of videos or a manifest (CSV with a header, or JSON lines) with the
 fields `path` (required; relative paths are relative to the manifest), `speaker`,
-`split`, `transcript` and `emotion` (an index or a name of `schema.EMOTION_NAMES`).
+`split`, `transcript`, `emotion` and `actions` (names of the run's label vocabularies:
+`data_pipelines/labels.py`).
 Without a manifest, or without a `speaker` field, a file directly in the folder is its
 own speaker (its stem) and a file in a subfolder belongs to the top subfolder's name
 (VoxCeleb's `id/video/clip.mp4` layout).
@@ -22,6 +23,7 @@ import hashlib
 import json
 import os
 
+from data_pipelines import labels as labels_lib
 from data_pipelines import schema
 from data_pipelines.prepare import process
 from data_pipelines.prepare import shards
@@ -78,23 +80,9 @@ def hashed_split(speaker: str, seed: int, validation_fraction: float, test_fract
   return "train"
 
 
-def _emotion(value, where: str) -> int:
-  if value in (None, ""):
-    return -1
-  if isinstance(value, str) and value in schema.EMOTION_NAMES:
-    return schema.EMOTION_NAMES.index(value)
-  try:
-    index = int(value)
-  except ValueError:
-    raise ValueError(f"{where}: emotion {value!r} is neither an index nor one of "
-                     f"{schema.EMOTION_NAMES}") from None
-  if not -1 <= index < len(schema.EMOTION_NAMES):
-    raise ValueError(f"{where}: emotion {index} out of range [-1, {len(schema.EMOTION_NAMES)})")
-  return index
-
-
 def make_plan(rows: list[dict], *, root: str | None, seed: int, validation_fraction: float,
-              test_fraction: float, files_per_shard: int) -> dict:
+              test_fraction: float, files_per_shard: int,
+              labels: labels_lib.Labels = labels_lib.Labels()) -> dict:
   """The plan (a JSON-able dict) of preparing `rows`.
 
   Args:
@@ -104,6 +92,7 @@ def make_plan(rows: list[dict], *, root: str | None, seed: int, validation_fract
     validation_fraction: share of speakers without a split that go to "validation".
     test_fraction: share that go to "test".
     files_per_shard: source files per output shard.
+    labels: the vocabularies the manifest's emotion and actions cells name.
 
   Returns:
     {"sources": [Source fields...], "speakers": {name: identity_id},
@@ -133,7 +122,8 @@ def make_plan(rows: list[dict], *, root: str | None, seed: int, validation_fract
       raise ValueError(f"{row['path']}: split {split!r} is not one of {schema.SPLITS}")
     sources.append(dict(path=row["path"], speaker=speaker, identity_id=identity[speaker],
                         split=split, file_index=i, transcript=str(row.get("transcript") or ""),
-                        emotion=_emotion(row.get("emotion"), row["path"])))
+                        emotion=labels.emotion_index(row.get("emotion"), row["path"]),
+                        actions=list(labels.action_flags(row.get("actions"), row["path"]))))
   shards = []
   for split in schema.SPLITS:
     members = [s["file_index"] for s in sources if s["split"] == split]

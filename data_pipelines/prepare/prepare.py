@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 from concurrent import futures
 import contextlib
+import csv
 import dataclasses
+import glob
 import json
 import multiprocessing
 import os
@@ -32,6 +34,7 @@ import sys
 import filelock
 from tqdm import tqdm
 
+from data_pipelines import labels as labels_lib
 from data_pipelines import schema
 from data_pipelines.prepare import face_detector
 from data_pipelines.prepare import plan as plan_lib
@@ -89,7 +92,7 @@ def prepare(rows: list[dict], output: str, options: process.PrepareOptions, *,
             validation_fraction: float = 0.0, test_fraction: float = 0.0,
             files_per_shard: int = 16, detector: str = "mtcnn",
             detector_kwargs: dict | None = None, num_tasks: int = 1, task_index: int = 0,
-            progress: bool = True) -> dict | None:
+            progress: bool = True, labels: labels_lib.Labels = labels_lib.Labels()) -> dict | None:
   """Prepares `rows` (manifest rows) into `output`; resumes a run found there.
 
   Args:
@@ -107,6 +110,7 @@ def prepare(rows: list[dict], output: str, options: process.PrepareOptions, *,
     num_tasks: machines (or jobs) sharing the plan.
     task_index: this task's index; it prepares shards index % num_tasks == task_index.
     progress: show a progress bar.
+    labels: the vocabularies of the rows' emotion and actions cells (written to labels.json).
 
   Returns:
     The summary once every shard of the plan is done, else None (other tasks still run).
@@ -120,14 +124,36 @@ def prepare(rows: list[dict], output: str, options: process.PrepareOptions, *,
   parameters = {"options": dataclasses.asdict(options), "seed": seed,
                 "validation_fraction": validation_fraction, "test_fraction": test_fraction,
                 "files_per_shard": files_per_shard, "detector": detector,
-                "detector_kwargs": detector_kwargs}
+                "detector_kwargs": detector_kwargs, "labels": labels.to_json()}
   stored = plan_lib.load_or_store(output, plan_lib.make_plan(
       rows, root=root, seed=seed, validation_fraction=validation_fraction,
-      test_fraction=test_fraction, files_per_shard=files_per_shard), parameters)
+      test_fraction=test_fraction, files_per_shard=files_per_shard, labels=labels), parameters)
+  labels_lib.write(output, labels)
   os.makedirs(os.path.join(output, report.PARTS), exist_ok=True)
   with _task_lock(output, task_index, num_tasks):
     return _prepare_task(output, stored, options, workers, detector, detector_kwargs, num_tasks,
                          task_index, progress)
+
+
+class NothingKept(ValueError):
+  """`prepare_video` kept no clip of its video (the message gives the preparation's reasons)."""
+
+
+def prepare_video(video: str, folder: str, options: process.PrepareOptions,
+                  detector: str = "mtcnn") -> tuple[list[str], int]:
+  """Prepares one video file into `folder` (the training preparation, one speaker "video") for a
+  tool that measures it; returns (its shards, its number of clips), or raises NothingKept with
+  the reasons the preparation gave."""
+  prepare([{"path": os.path.abspath(video), "speaker": "video"}], folder, options,
+          detector=detector, progress=False)
+  found = sorted(glob.glob(os.path.join(folder, "*" + shards.SUFFIX)))
+  with open(os.path.join(folder, report.MANIFEST)) as f:
+    kept = [line for line in f if line.strip()]
+  if not kept:
+    with open(os.path.join(folder, report.REJECTS), newline="") as f:
+      reasons = [f"{r['reason']} ({r['detail']})" for r in csv.DictReader(f, delimiter="\t")]
+    raise NothingKept(f"{video}: no clip kept: " + ("; ".join(reasons) or "nothing usable"))
+  return found, len(kept)
 
 
 @contextlib.contextmanager
@@ -201,7 +227,11 @@ def main(argv: list[str] | None = None) -> dict | None:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   source = p.add_mutually_exclusive_group(required=True)
   source.add_argument("--input_dir", help="folder of videos (searched recursively)")
-  source.add_argument("--manifest", help="CSV or JSONL: path, speaker, split, transcript, emotion")
+  source.add_argument("--manifest", help="CSV or JSONL: path, speaker, split, transcript, emotion, "
+                      "actions")
+  p.add_argument("--emotions", help="the emotion names, comma-separated in index order (default: "
+                 "the synthetic set's)")
+  p.add_argument("--actions", help="the action names, comma-separated (default: the synthetic set's)")
   p.add_argument("--output", required=True, help="output directory")
   p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
   p.add_argument("--files_per_shard", type=int, default=16)
@@ -252,6 +282,12 @@ def main(argv: list[str] | None = None) -> dict | None:
           second_face_min_frames=a.second_face_min_frames,
           second_face_size_ratio=a.second_face_size_ratio,
           second_face_score_ratio=a.second_face_score_ratio))
+  default = labels_lib.Labels()
+  try:
+    labels = labels_lib.Labels(labels_lib.parse_names(a.emotions) or default.emotions,
+                               labels_lib.parse_names(a.actions) or default.actions)
+  except ValueError as e:
+    p.error(str(e))
   rows = plan_lib.read_manifest(a.manifest) if a.manifest else plan_lib.scan_folder(a.input_dir)
   if a.finalize:
     with open(os.path.join(a.output, plan_lib.PLAN_FILE), encoding="utf-8") as f:
@@ -261,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         rows, a.output, options, root=a.input_dir, workers=a.workers, seed=a.seed,
         validation_fraction=a.validation_fraction, test_fraction=a.test_fraction,
         files_per_shard=a.files_per_shard, detector=a.detector, detector_kwargs=kwargs,
-        num_tasks=a.num_tasks, task_index=a.task_index, progress=not a.no_progress)
+        num_tasks=a.num_tasks, task_index=a.task_index, progress=not a.no_progress, labels=labels)
   if summary is None:
     print(f"task {a.task_index} of {a.num_tasks} done; other tasks still hold shards",
           file=sys.stderr)

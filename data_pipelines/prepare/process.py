@@ -64,6 +64,7 @@ class Source:
   file_index: int  # position in the plan: clip ids derive from it
   transcript: str = ""
   emotion: int = -1
+  actions: tuple[int, ...] = ()  # one 0/1 flag per action of the run's labels; () = unknown
 
 
 @dataclasses.dataclass
@@ -256,7 +257,9 @@ def _crop_frames(source: Source, frames, last: int, by_frame: dict, audio: np.nd
               frames=np.stack(plan["frames"]),
               audio=decode.to_int16(audio[spf * c.start:spf * c.stop]),
               face_boxes=plan["face_boxes"], mouth_boxes=plan["mouth_boxes"],
-              transcript=source.transcript if whole else "", emotion=source.emotion)
+              transcript=source.transcript if whole else "", emotion=source.emotion,
+              actions=(np.tile(np.asarray(source.actions, np.uint8), (c.stop - c.start, 1))
+                       if source.actions else None))
           plan["frames"] = []
           write(clip)
           written.add(plan["number"])

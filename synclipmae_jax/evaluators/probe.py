@@ -19,9 +19,11 @@ weight_decays, steps, frames_per_call.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from data_pipelines import schema
+from data_pipelines import labels
 from synclipmae_jax import config_defaults, frame_features, input_pipeline, linear_probe
 
 TASKS = ("emotion", "actions")
@@ -84,6 +86,8 @@ class Evaluator:
     self.features_fn = frame_features.frame_features_fn(model)
     self.clips = clips if clips is not None else input_pipeline.labelled_clips(
         config, pattern=entry.pattern, synthetic=entry.synthetic.to_dict())
+    # The classes: the prepared dataset's labels.json beside its shards, or the synthetic set's.
+    self.labels = labels.read(os.path.dirname(entry.pattern)) if entry.pattern else labels.Labels()
 
   def extract(self, params) -> dict[str, list[np.ndarray]]:
     """{split: per clip, frame_features.PARTS [N, 4, D]}: every frame through the encoder once."""
@@ -116,8 +120,12 @@ class Evaluator:
       for length in self.c.clip_frames:
         splits = self.windows(features, task, length)
         multi = task == "actions"
-        num_classes = (splits["train"].targets.shape[1] if multi and len(splits["train"].targets)
-                       else len(schema.EMOTION_NAMES))
+        names = self.labels.actions if multi else self.labels.emotions
+        num_classes = len(names)
+        width = splits["train"].targets.shape[1] if multi and len(splits["train"].targets) else None
+        if width not in (None, num_classes):
+          raise ValueError(f"probe actions: the records flag {width} actions, the dataset's labels "
+                           f"name {num_classes} ({list(names)}; labels.json beside the shards)")
         try:
           result = linear_probe.select(
               splits["train"], splits["validation"], splits["test"], num_classes=num_classes,
@@ -127,7 +135,7 @@ class Evaluator:
           raise ValueError(f"probe {task} at {length} frames: {e}") from e
         for figure in ("acc", "auc"):
           metrics[f"probe/{task}_{figure}@{length}"] = result["test"][figure]
-        details[f"{task}@{length}"] = result
+        details[f"{task}@{length}"] = dict(result, classes=list(names))
     return metrics, details
 
   def run(self, params, frozen) -> dict[str, float]:
