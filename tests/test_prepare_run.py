@@ -194,7 +194,7 @@ def test_interrupted_run_keeps_committed_shards_and_resumes(prepared, videos, tm
     run(videos, tmp_path)
   monkeypatch.setattr(process, "prepare_file", real)
   first = os.path.join(tmp_path, "train-00000-of-00003.array_record")
-  assert sorted(os.listdir(tmp_path)) == ["locks", "parts", "plan.json", os.path.basename(first)]
+  assert sorted(os.listdir(tmp_path)) == ["labels.json", "locks", "parts", "plan.json", os.path.basename(first)]
   assert os.listdir(tmp_path / "parts") == ["train-00000-of-00003.json"]
   before = os.stat(first)
   assert stable(run(videos, tmp_path)) == stable(summary)
