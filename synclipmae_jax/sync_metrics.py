@@ -106,13 +106,25 @@ def window_lag_estimates(dist: np.ndarray, window: int, max_lag: int) -> np.ndar
   Raises:
     ValueError: if `dist` does not have 2 * max_lag + 1 rows or K is not in [1, T].
   """
+  return np.argmin(window_curves(dist, window, max_lag), axis=0) - max_lag
+
+
+def window_curves(dist: np.ndarray, window: int, max_lag: int) -> np.ndarray:
+  """[2 * max_lag + 1, T - K + 1]: each window's distance-vs-lag curve, the mean over its K
+  frames (windows as `window_lag_estimates`; same arguments and errors)."""
   dist = np.asarray(dist, dtype=np.float64)
   if dist.ndim != 2 or dist.shape[0] != 2 * max_lag + 1:
     raise ValueError(f"dist shape {dist.shape} must be [2 * max_lag + 1 = {2 * max_lag + 1}, T]")
   if not 1 <= window <= dist.shape[1]:
     raise ValueError(f"window must be in [1, T = {dist.shape[1]}], got {window}")
-  means = np.lib.stride_tricks.sliding_window_view(dist, window, axis=1).mean(axis=-1)
-  return np.argmin(means, axis=0) - max_lag
+  return np.lib.stride_tricks.sliding_window_view(dist, window, axis=1).mean(axis=-1)
+
+
+def window_confidences(dist: np.ndarray, window: int, max_lag: int) -> np.ndarray:
+  """[T - K + 1]: each window's confidence, median minus minimum of its distance-vs-lag curve
+  (`window_curves`): the per-window Sync-C of paper 5 (video dubbing, Table 4) and of SyncNet."""
+  curves = window_curves(dist, window, max_lag)
+  return np.median(curves, axis=0) - curves.min(axis=0)
 
 
 def lag_curve(audio: np.ndarray, video: np.ndarray, max_lag: int = 15,

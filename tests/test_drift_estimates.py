@@ -7,7 +7,9 @@ path (`synclipmae-sync-eval --videos`, `synclipmae-fix-sync`: the training prepa
 early); the drift tool's corrected copy re-estimates to 0 +- 1 with its video stream bit-identical
 and its duration unchanged. On a real HDTF clip (MTCNN preparation) the synthetic-trained model's
 estimate is not expected to be right, but it must move with the shift: the copies' estimates
-differ from the original's by the shift (+-1), and their curves are the original's, shifted."""
+differ from the original's by the shift (+-1), and their curves are the original's, shifted.
+The same run exported to PyTorch scores the videos as `synclipmae-dub-score` does (a dubbed
+video's sync): its offset finds every shift too, and only the synchronised copy is in sync."""
 
 import json
 import os
@@ -22,7 +24,7 @@ from configs import demo
 from data_pipelines.prepare import encode, face_detector
 from data_pipelines.synthetic import identity as identity_lib
 from data_pipelines.synthetic import talking_face
-from synclipmae_jax import train
+from synclipmae_jax import checkpointing, train
 from fixture_paths import HDTF
 from synclipmae_jax.tools import fix_sync, sync_eval
 from test_shift_audio import AUDIO_PACKET, duration, video_packets
@@ -144,3 +146,27 @@ def test_real_clip_estimates_move_with_the_audio_shift(workdir, tmp_path):
     shifted = np.array(v["distance"])[max(lag, 0):len(curve) + min(lag, 0)]
     np.testing.assert_allclose(shifted, curve[max(-lag, 0):len(curve) + min(-lag, 0)],
                                atol=0.4 * (curve.max() - curve.min()))
+
+
+def test_dub_score_with_the_exported_tokens_finds_the_shift_and_the_synchronised_copy(
+    workdir, videos, tmp_path):
+  pytest.importorskip("torch")
+  from synclipmae_torch import dub_score, export  # pylint: disable=import-outside-toplevel
+  restored = checkpointing.load(workdir)
+  export.export(restored.config, restored.params, str(tmp_path / "torch"), step=restored.step)
+  scorer = dub_score.Scorer(str(tmp_path / "torch"), preparation=dub_score.Preparation(
+      PREPARATION["detector"], PREPARATION["margin"]))
+  speaker = SPEAKERS[0]
+  report = dub_score.score_videos([videos[speaker, lag] for lag in (0, 8, -3)], scorer)
+  assert not report["failed"]
+  synced, early, late = (v["synclipmae"] for v in report["videos"])
+  for figures, lag in ((synced, 0), (early, 8), (late, -3)):
+    assert abs(figures["offset"] - lag) <= 1, (lag, figures["offset"])
+    assert figures["sync_c"] > 0 and figures["windows"] == FRAMES - 2 * 15 - 5 + 1
+  # Windows of 5 frames are noisy for this 2-minute model (its K=5 accuracy is far below its
+  # K=15 one), but only the synchronised copy has its windows' minima at lag 0.
+  in_sync = [v["in_sync"] for v in (synced, early, late)]
+  assert in_sync[0] > 0.25 and in_sync[0] > 2 * max(in_sync[1:]), in_sync
+  # The JAX run's own whole-video curve (fix-sync) on the synchronised copy: the same lag.
+  assert fix_sync.Estimator(workdir, **PREPARATION)(videos[speaker, 0])["lag_frames"] == \
+      synced["offset"]

@@ -75,7 +75,7 @@ def test_unreadable_and_silent_files_end_with_their_reason_and_no_output(tiny_ru
          f"--out={out}", f"--report={tmp_path / 'report.json'}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 1, result.stderr[-2000:]
-    assert f"synclipmae-fix-sync: {path}: nothing to measure: {reason}" in result.stderr
+    assert f"synclipmae-fix-sync: {path}: no clip kept: {reason}" in result.stderr
     assert not out.exists() and not (tmp_path / "report.json").exists()
 
 
@@ -88,7 +88,7 @@ def test_sync_eval_measures_a_folder_of_raw_videos_and_names_the_ones_it_cannot(
   report = sync_eval.evaluate_videos(workdir, str(folder))
   assert [os.path.basename(v["video"]) for v in report["videos"]] == ["katie.mp4"]
   assert [os.path.basename(f["video"]) for f in report["failed"]] == ["broken.mp4"]
-  assert "nothing to measure: unreadable" in report["failed"][0]["reason"]
+  assert "no clip kept: unreadable" in report["failed"][0]["reason"]
   paths = sync_eval.write_report(report, str(tmp_path / "out"))
   with open(paths["markdown"]) as f:
     md = f.read()

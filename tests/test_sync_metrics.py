@@ -67,6 +67,21 @@ def test_window_estimate_is_mean_argmin():
   np.testing.assert_array_equal(sync_metrics.window_lag_estimates(dist, 2, 1), [1, -1, -1])
 
 
+def test_window_confidence_is_median_minus_min_of_the_window_curve():
+  dist = np.array([
+      [0.30, 0.90, 0.10, 0.90],  # lag -1
+      [0.50, 0.50, 0.50, 0.50],  # lag 0
+      [0.20, 0.20, 0.80, 0.60],  # lag +1
+  ])
+  # One frame per window: the curves are the columns.
+  np.testing.assert_allclose(sync_metrics.window_confidences(dist, 1, 1),
+                             [0.30 - 0.20, 0.50 - 0.20, 0.50 - 0.10, 0.60 - 0.50])
+  # Two frames: curves (0.6, 0.5, 0.2), (0.5, 0.5, 0.5), (0.5, 0.5, 0.7).
+  np.testing.assert_allclose(sync_metrics.window_confidences(dist, 2, 1), [0.3, 0.0, 0.0], atol=1e-12)
+  with pytest.raises(ValueError, match="window"):
+    sync_metrics.window_confidences(dist, 5, 1)
+
+
 @pytest.mark.parametrize("lag", [-15, -10, -3, 0, 4, 12, 15])
 def test_lag_detection_recovers_true_lag(lag):
   rng = np.random.default_rng(100 + lag)

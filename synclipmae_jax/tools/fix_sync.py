@@ -23,8 +23,6 @@ before choosing --min_confidence.
 
 from __future__ import annotations
 
-import csv
-import glob
 import json
 import os
 import tempfile
@@ -32,7 +30,7 @@ import tempfile
 import numpy as np
 
 from data_pipelines import schema
-from data_pipelines.prepare import encode, prepare, process, report as report_lib
+from data_pipelines.prepare import encode, prepare, process
 from synclipmae_jax import checkpointing, sync_metrics, tasks
 from synclipmae_jax.evaluators import sync as sync_evaluator
 from synclipmae_jax.models import audio_encoder as audio_encoder_lib
@@ -40,22 +38,6 @@ from synclipmae_jax.models import audio_encoder as audio_encoder_lib
 
 class NotEstimated(ValueError):
   """The video could not be measured or corrected (the message says why)."""
-
-
-def prepare_video(video: str, folder: str, options: process.PrepareOptions,
-                  detector: str = "mtcnn") -> tuple[list[str], int]:
-  """Prepares `video` into `folder`; returns (its shards, its number of clips), or raises
-  NotEstimated with the reasons the preparation gave."""
-  prepare.prepare([{"path": os.path.abspath(video), "speaker": "video"}], folder, options,
-                  detector=detector, progress=False)
-  shards = sorted(glob.glob(os.path.join(folder, "*.array_record")))
-  with open(os.path.join(folder, report_lib.MANIFEST)) as f:
-    kept = [line for line in f if line.strip()]
-  if not kept:
-    with open(os.path.join(folder, report_lib.REJECTS), newline="") as f:
-      reasons = [f"{r['reason']} ({r['detail']})" for r in csv.DictReader(f, delimiter="\t")]
-    raise NotEstimated(f"{video}: nothing to measure: " + ("; ".join(reasons) or "no clip was kept"))
-  return shards, len(kept)
 
 
 class Estimator:
@@ -83,7 +65,11 @@ class Estimator:
 
   def __call__(self, video: str, folder: str | None = None) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
-      shards, num_clips = prepare_video(video, folder or scratch, self.options, self.detector)
+      try:
+        shards, num_clips = prepare.prepare_video(video, folder or scratch, self.options,
+                                                  self.detector)
+      except prepare.NothingKept as e:
+        raise NotEstimated(str(e)) from None
       entry = sync_evaluator.entry_of(self.config).copy_and_resolve_references()
       entry.update(max_true_lag=0, trials_per_clip=1, num_clips=num_clips)
       evaluator = sync_evaluator.evaluator_of_run(self.config, entry, shards, model=self.model,
