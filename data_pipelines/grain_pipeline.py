@@ -5,7 +5,7 @@ one clip with the audio those frames cover (frame t <-> samples [640 t, 640 (t+1
 `audio_context_frames` frames of audio on each side (`audio_windows.audio_window`, silence beyond
 the clip), so audio and video stay aligned sample-exactly; the per-frame audio tokens and
 vocal-motion tokens of SyncLipMAE (paper 3.2-3.3) are computed from such windows.
-Only the window's frames are decoded.
+Only the window's frames and audio are read and decoded (the shards' layout: `clip_records`).
 
 The pipeline is a `grain.MapDataset` (global shuffle, or runs of `clips_per_identity` clips of one
 identity (`identity_groups`); infinite repeat with a new order every epoch, random window, batch,
@@ -23,7 +23,7 @@ from absl import flags
 import grain
 import numpy as np
 
-from data_pipelines import audio_windows, identity_groups, schema
+from data_pipelines import audio_windows, clip_records, identity_groups, schema
 
 # Prefetch in a few threads per process: the default (16 threads, 500 batches) would
 # hold hundreds of batches in memory on a 2-core machine.
@@ -35,25 +35,26 @@ def _flip_boxes(boxes: np.ndarray) -> np.ndarray:
   return np.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], axis=1)
 
 
-def _sample_window(record: bytes, rng: np.random.Generator, *, window_frames: int,
-                   audio_context_frames: int, horizontal_flip: float) -> dict[str, np.ndarray]:
-  """Record bytes -> a random aligned window of `window_frames` frames and their audio."""
-  r = schema.parse(record)
-  n = len(r["frames"])
+def _sample_window(clip: int, rng: np.random.Generator, *, source: clip_records.ClipSource,
+                   window_frames: int, audio_context_frames: int,
+                   horizontal_flip: float) -> dict[str, np.ndarray]:
+  """Clip index -> a random aligned window of `window_frames` frames and their audio (reading
+  only those frames and that audio: clip_records.py)."""
+  n = int(source.num_frames[clip])
   if n < window_frames:
-    raise ValueError(f"clip {r['clip_id']} has {n} frames, fewer than window_frames="
-                     f"{window_frames}")
+    raise ValueError(f"clip {source.header(clip)['clip_id']} has {n} frames, fewer than "
+                     f"window_frames={window_frames}")
   start = int(rng.integers(0, n - window_frames + 1))
   stop = start + window_frames
-  frames = schema.decode_frames(r, start, stop)
-  face_boxes = r["face_boxes"][start:stop]
-  mouth_boxes = r["mouth_boxes"][start:stop]
+  r = source.window(clip, start, stop, audio_context_frames)
+  frames = schema.decode_frames(r)
+  face_boxes, mouth_boxes = r["face_boxes"], r["mouth_boxes"]
   if rng.random() < horizontal_flip:
-    frames = frames[:, :, ::-1]
+    frames = frames[:, :, ::-1]  # a view: batching makes the one copy
     face_boxes, mouth_boxes = _flip_boxes(face_boxes), _flip_boxes(mouth_boxes)
   return {
-      "frames": np.ascontiguousarray(frames),
-      "audio": audio_windows.audio_window(r["audio"], start, stop, audio_context_frames),
+      "frames": frames,
+      "audio": r["audio"],
       "face_boxes": np.array(face_boxes, np.float32),
       "mouth_boxes": np.array(mouth_boxes, np.float32),
       "identity_id": np.int32(r["identity_id"]),
@@ -103,14 +104,14 @@ def make_train_dataset(paths: list[str], *, global_batch_size: int, window_frame
     raise ValueError(f"audio_context_frames must be >= 0, got {audio_context_frames}")
   if not 0.0 <= horizontal_flip <= 1.0:
     raise ValueError(f"horizontal_flip must be a probability, got {horizontal_flip}")
-  source = grain.sources.ArrayRecordDataSource(list(paths))
+  source = clip_records.ClipSource(list(paths))
+  clips = range(len(source))  # the dataset is over clip indices; windows read their records
   if clips_per_identity:
-    identities = np.array([schema.identity_of(source[i]) for i in range(len(source))])
     ds = grain.MapDataset.source(identity_groups.IdentityGroupedRecords(
-        source, identities, clips_per_identity, seed))
+        clips, source.identity_ids, clips_per_identity, seed))
   else:
-    ds = grain.MapDataset.source(source).shuffle(seed).repeat()
-  ds = ds.random_map(functools.partial(_sample_window, window_frames=window_frames,
+    ds = grain.MapDataset.source(clips).shuffle(seed).repeat()
+  ds = ds.random_map(functools.partial(_sample_window, source=source, window_frames=window_frames,
                                        audio_context_frames=audio_context_frames,
                                        horizontal_flip=horizontal_flip), seed=seed)
   # Process i takes the i-th contiguous block of every global batch: the global batch is
@@ -142,11 +143,11 @@ def load_eval_clips(paths: list[str], max_clips: int | None = None) -> list[dict
     mouth_boxes float32 [N, 4], identity_id, clip_id, split, transcript, emotion, and actions
     (uint8 [N, A], or None when the record has none).
   """
-  source = grain.sources.ArrayRecordDataSource(list(paths))
+  source = clip_records.ClipSource(list(paths))
   count = len(source) if max_clips is None else min(max_clips, len(source))
   clips = []
   for i in range(count):
-    r = schema.parse(source[i])
+    r = source.clip(i)
     clips.append({
         "frames": schema.decode_frames(r),
         "audio": r["audio"].astype(np.float32) / audio_windows.INT16_SCALE,

@@ -1,6 +1,7 @@
-"""The one record schema shared by every data source (synthetic and real video).
+"""The one clip schema shared by every data source (synthetic and real video).
 
-One ArrayRecord record = one clip, serialised with msgpack as a flat map:
+A clip's fields (`clip_records.py` lays them out in ArrayRecord shards: a msgpack header with the
+small fields, one record per frame, the audio in chunks):
 
 | key            | type                     | meaning                                              |
 |----------------|--------------------------|------------------------------------------------------|
@@ -24,7 +25,7 @@ Emotion indices and action columns name the dataset's vocabularies (`labels.py`,
 labels.json): the synthetic renderer's EMOTION_NAMES and ACTION_NAMES unless a prepared
 dataset says otherwise.
 
-Boxes are normalised by frame width (x) and height (y). A record with N frames always has
+Boxes are normalised by frame width (x) and height (y). A clip with N frames always has
 640 * N audio samples: the writer cuts or pads the audio, never the reader.
 """
 
@@ -33,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import io
 
-import msgpack
 import numpy as np
 from PIL import Image
 
@@ -97,68 +97,7 @@ def decode_image(data: bytes) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def serialize(clip: Clip, image_format: str = "png") -> bytes:
-  """Clip -> record bytes."""
-  actions = clip.actions if clip.actions is not None else np.zeros((clip.num_frames, 0), np.uint8)
-  return msgpack.packb({
-      "clip_id": int(clip.clip_id),
-      "identity_id": int(clip.identity_id),
-      "split": clip.split,
-      "fps": FPS,
-      "sample_rate": SAMPLE_RATE,
-      "image_format": image_format,
-      "frames": [encode_image(f, image_format) for f in clip.frames],
-      "audio": clip.audio.astype("<i2").tobytes(),
-      "face_boxes": clip.face_boxes.astype("<f4").tobytes(),
-      "mouth_boxes": clip.mouth_boxes.astype("<f4").tobytes(),
-      "transcript": clip.transcript,
-      "emotion": int(clip.emotion),
-      "actions": np.ascontiguousarray(actions, np.uint8).tobytes(),
-  }, use_bin_type=True)
-
-
-def parse(record: bytes) -> dict:
-  """Record bytes -> dict with the small fields decoded; `frames` stay encoded.
-
-  Decoding only the frames a training window needs is the pipeline's job (see
-  `decode_frames`), so a random window of a long clip does not pay for the whole clip.
-  """
-  r = msgpack.unpackb(record, raw=False)
-  if r.get("fps") != FPS or r.get("sample_rate") != SAMPLE_RATE:
-    raise ValueError(f"record {r.get('clip_id')} has fps={r.get('fps')} sample_rate="
-                     f"{r.get('sample_rate')}; expected {FPS} and {SAMPLE_RATE}")
-  n = len(r["frames"])
-  r["audio"] = np.frombuffer(r["audio"], "<i2")
-  r["face_boxes"] = np.frombuffer(r["face_boxes"], "<f4").reshape(n, 4)
-  r["mouth_boxes"] = np.frombuffer(r["mouth_boxes"], "<f4").reshape(n, 4)
-  a = np.frombuffer(r["actions"], np.uint8)
-  r["actions"] = a.reshape(n, -1) if a.size else None
-  if r["audio"].shape[0] != SAMPLES_PER_FRAME * n:
-    raise ValueError(f"record {r['clip_id']}: {r['audio'].shape[0]} audio samples for {n} frames")
-  return r
-
-
-def identity_of(record: bytes) -> int:
-  """The `identity_id` of record bytes, read without unpacking the frames and audio."""
-  unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(record), 1))
-  unpacker.feed(record)
-  for _ in range(unpacker.read_map_header()):
-    if unpacker.unpack() == "identity_id":
-      return int(unpacker.unpack())
-    unpacker.skip()
-  raise ValueError("record has no identity_id")
-
-
 def decode_frames(parsed: dict, start: int = 0, stop: int | None = None) -> np.ndarray:
-  """Decodes frames [start, stop) of a parsed record to uint8 [n, H, W, 3]."""
+  """Decodes frames [start, stop) of a clip's encoded `frames` (`clip_records.ClipSource`) to
+  uint8 [n, H, W, 3]."""
   return np.stack([decode_image(b) for b in parsed["frames"][start:stop]])
-
-
-def deserialize(record: bytes) -> Clip:
-  """Record bytes -> Clip (every frame decoded)."""
-  r = parse(record)
-  return Clip(
-      clip_id=r["clip_id"], identity_id=r["identity_id"], split=r["split"],
-      frames=decode_frames(r), audio=r["audio"].copy(), face_boxes=r["face_boxes"].copy(),
-      mouth_boxes=r["mouth_boxes"].copy(), transcript=r["transcript"], emotion=r["emotion"],
-      actions=None if r["actions"] is None else r["actions"].copy())

@@ -9,7 +9,7 @@ Layout of the dataset directory:
 The labelled set of the probes (`ensure_labelled_dataset`, evaluators/probe.py) has the same
 layout with train / validation / test splits of speakers that no pretraining split holds.
 
-Each record is one clip in the `schema` format. Clip ids are unique across both
+Clips are `schema` clips laid out as `clip_records` describes. Clip ids are unique across both
 splits; training clip i belongs to identity i % num_identities, so every training
 identity speaks several clips (what identity-consistent prompt shuffling, paper 3.2,
 needs). Every clip draws its speech and its ambient motion from separate seeds.
@@ -33,10 +33,9 @@ import tempfile
 import time
 
 import numpy as np
-from array_record.python import array_record_module
 from tqdm import tqdm
 
-from data_pipelines import schema
+from data_pipelines import clip_records
 from data_pipelines.synthetic import talking_face
 from data_pipelines.synthetic import identity
 
@@ -103,8 +102,7 @@ def _write(directory: str, parameters: dict, plan: dict[str, list[tuple[int, int
       names = _shard_names(split, len(plan[split]), parameters["num_shards"])
       files[split] = names
       for name, clips in zip(names, np.array_split(np.array(plan[split]), len(names))):
-        writer = array_record_module.ArrayRecordWriter(os.path.join(directory, name),
-                                                       "group_size:1")
+        writer = clip_records.ShardWriter(os.path.join(directory, name))
         for clip_id, identity_id in clips.tolist():
           if identity_id not in identities:
             identities[identity_id] = identity.make_identity(identity_id, seed)
@@ -113,7 +111,7 @@ def _write(directory: str, parameters: dict, plan: dict[str, list[tuple[int, int
               identities[identity_id], clip_id=clip_id, num_frames=frames[split],
               image_size=parameters["image_size"], speech_seed=speech_seed,
               ambient_seed=ambient_seed, split=split)
-          writer.write(schema.serialize(clip))
+          writer.write(clip)
           bar.update()
         writer.close()
   info = {
@@ -157,7 +155,8 @@ def ensure_synthetic_dataset(directory: str, *, num_train_clips: int, num_eval_c
   if image_size < 16:
     raise ValueError(f"image_size must be >= 16, got {image_size}")
   parameters = {
-      "generator_version": GENERATOR_VERSION, "num_train_clips": num_train_clips,
+      "generator_version": GENERATOR_VERSION, "layout": clip_records.LAYOUT,
+      "num_train_clips": num_train_clips,
       "num_eval_clips": num_eval_clips, "num_identities": num_identities,
       "num_eval_identities": num_eval_identities, "clip_frames": clip_frames,
       "eval_clip_frames": eval_clip_frames, "image_size": image_size, "seed": seed,
@@ -189,7 +188,8 @@ def ensure_labelled_dataset(directory: str, *, num_identities: int, clips_per_id
   if image_size < 16:
     raise ValueError(f"image_size must be >= 16, got {image_size}")
   parameters = {
-      "generator_version": GENERATOR_VERSION, "kind": "labelled", "num_identities": num_identities,
+      "generator_version": GENERATOR_VERSION, "layout": clip_records.LAYOUT, "kind": "labelled",
+      "num_identities": num_identities,
       "clips_per_identity": clips_per_identity, "clip_frames": clip_frames,
       "image_size": image_size, "seed": seed, "num_shards": num_shards,
   }

@@ -8,12 +8,11 @@ import csv
 import json
 import os
 
-import grain
 import numpy as np
 import pytest
 from PIL import Image
 
-from data_pipelines import schema
+from data_pipelines import clip_records, schema
 from data_pipelines.prepare import decode
 from data_pipelines.prepare import encode
 from data_pipelines.prepare import plan
@@ -118,9 +117,9 @@ def test_usable_files_are_prepared(prepared):
   for name in ("stereo48k.mp4", "fps30.mp4", "vfr.mkv"):
     assert spans[name] == (0.0, 1.6), name
   paths = sorted(str(output / p) for p in os.listdir(output) if p.endswith(".array_record"))
-  source = grain.sources.ArrayRecordDataSource(paths)
+  source = clip_records.ClipSource(paths)
   assert len(source) == len(kept) == sum(summary["clips"].values())
-  records = {r["clip_id"]: r for r in (schema.parse(source[i]) for i in range(len(source)))}
+  records = {r["clip_id"]: r for r in (source.clip(i) for i in range(len(source)))}
   by_name = {os.path.basename(c["path"]): records[c["clip_id"]] for c in kept}
   reference = by_name["fps30.mp4"]["audio"].astype(np.float32)
   # Stereo 48 kHz comes out mono 16 kHz, at the same place: (L + R) / 2 = 0.75 x the speech.

@@ -8,12 +8,11 @@ import json
 import multiprocessing
 import os
 
-import grain
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from data_pipelines import schema
+from data_pipelines import clip_records, schema
 from data_pipelines.prepare import decode
 from data_pipelines.prepare import encode
 from data_pipelines.prepare import plan
@@ -106,8 +105,8 @@ def read_rejects(output) -> list[dict]:
 def records(output, split="train") -> list[dict]:
   paths = sorted(p for p in os.listdir(output)
                  if p.startswith(split) and p.endswith(".array_record"))
-  source = grain.sources.ArrayRecordDataSource([os.path.join(output, p) for p in paths])
-  return [schema.parse(source[i]) for i in range(len(source))]
+  source = clip_records.ClipSource([os.path.join(output, p) for p in paths])
+  return [source.clip(i) for i in range(len(source))]
 
 
 @pytest.fixture(scope="module")

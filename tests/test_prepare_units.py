@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 
-import grain
 import numpy as np
 import pytest
 from scipy import signal
 
-from data_pipelines import schema
+from data_pipelines import clip_records, schema
 from data_pipelines.prepare import crop
 from data_pipelines.prepare import decode
 from data_pipelines.prepare import encode
@@ -366,15 +365,19 @@ def test_plan_is_stored_and_a_different_rerun_is_refused(tmp_path):
 
 def test_atomic_shard_commit_abort_and_leftovers(tmp_path):
   path = str(tmp_path / "train-00000-of-00001.array_record")
+  clips = [schema.Clip(clip_id=i, identity_id=7, split="train",
+                       frames=np.full((2, 8, 8, 3), i, np.uint8), audio=np.zeros(1280, np.int16),
+                       face_boxes=np.zeros((2, 4), np.float32),
+                       mouth_boxes=np.zeros((2, 4), np.float32)) for i in range(2)]
   shard = shards.AtomicShard(path)
-  shard.write(b"a")
-  shard.write(b"b")
+  shard.write(clips[0], "png")
+  shard.write(clips[1], "png")
   assert not os.path.exists(path) and len(os.listdir(tmp_path)) == 1  # only the temporary
   assert shard.commit() == 2 and os.listdir(tmp_path) == [os.path.basename(path)]
-  source = grain.sources.ArrayRecordDataSource([path])
-  assert [source[i] for i in range(len(source))] == [b"a", b"b"]
+  source = clip_records.ClipSource([path])
+  assert [source.clip(i)["clip_id"] for i in range(len(source))] == [0, 1]
   other = shards.AtomicShard(str(tmp_path / "x.array_record"))
-  other.write(b"c")
+  other.write(clips[0], "png")
   other.abort()
   assert os.listdir(tmp_path) == [os.path.basename(path)]
   assert shards.AtomicShard(str(tmp_path / "empty.array_record")).commit() == 0

@@ -57,7 +57,7 @@ def _prepare_shard(output: str, shard: dict, sources: list[process.Source],
     for source in sources:
       result = process.prepare_file(
           source, detector, options,
-          lambda clip: writer.write(schema.serialize(clip, options.image_format)))
+          lambda clip: writer.write(clip, options.image_format))
       part["kept"] += result.kept
       part["rejected"] += result.rejected
       part["files"].append({"path": source.path, "num_frames": result.num_frames,

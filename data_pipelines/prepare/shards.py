@@ -16,7 +16,7 @@ import os
 import socket
 import uuid
 
-from array_record.python import array_record_module
+from data_pipelines import clip_records, schema
 
 SUFFIX = ".array_record"
 
@@ -41,33 +41,35 @@ def _commit(tmp: str, path: str) -> None:
 
 
 class AtomicShard:
-  """An ArrayRecord file (one `schema` record per clip) committed by renaming.
+  """An ArrayRecord file of clips (`clip_records` layout) committed by renaming.
 
-  Records are grouped one per chunk ("group_size:1"), what grain's random access needs.
-  A shard that received no record is not created.
+  A shard that received no clip is not created.
   """
 
   def __init__(self, path: str):
     if not path.endswith(SUFFIX):
       raise ValueError(f"shard path {path!r} must end with {SUFFIX}")
     self.path = path
-    self.count = 0
     self._writer = None
     self._tmp = _temporary(path)
 
-  def write(self, record: bytes) -> None:
+  @property
+  def count(self) -> int:
+    return 0 if self._writer is None else self._writer.num_clips
+
+  def write(self, clip: schema.Clip, image_format: str) -> None:
     if self._writer is None:
-      self._writer = array_record_module.ArrayRecordWriter(self._tmp, "group_size:1")
-    self._writer.write(record)
-    self.count += 1
+      self._writer = clip_records.ShardWriter(self._tmp)
+    self._writer.write(clip, image_format)
 
   def commit(self) -> int:
-    """Closes and renames the shard into place; returns its number of records."""
+    """Closes (writing the index) and renames the shard into place; returns its number of clips."""
+    count = self.count
     if self._writer is not None:
       self._writer.close()
       _commit(self._tmp, self.path)
       self._writer = None
-    return self.count
+    return count
 
   def abort(self) -> None:
     if self._writer is not None:
