@@ -47,7 +47,10 @@ def parameter_counts() -> dict:
   return {"vace_1_3b_total": n_total, "vace_1_3b_trained": n_trained,
           "vace_1_3b_frozen": n_total - n_trained, "audiopack": n_pack,
           "bf16_gib_weights": 2 * n_total / 2 ** 30,
-          "adam_state_gib_fp32": 8 * n_trained / 2 ** 30, "trained_fp32_master_gib": 4 * n_trained / 2 ** 30}
+          "frozen_bf16_gib": 2 * (n_total - n_trained) / 2 ** 30,
+          "adam_state_gib_fp32": 8 * n_trained / 2 ** 30, "trained_fp32_master_gib": 4 * n_trained / 2 ** 30,
+          # configs/dub.py: frozen backbone in bf16; trained float32 weights, gradients, AdamW moments
+          "train_state_gib_before_activations": (2 * (n_total - n_trained) + 16 * n_trained) / 2 ** 30}
 
 
 
@@ -94,7 +97,8 @@ def main(argv):
             "torch_matmul_peak_flops": peak}
   print(f"WanVACE-1.3B: {counts['vace_1_3b_total'] / 1e9:.3f} B parameters, trained "
         f"{counts['vace_1_3b_trained'] / 1e9:.3f} B (AudioPack {counts['audiopack'] / 1e6:.1f} M), "
-        f"frozen {counts['vace_1_3b_frozen'] / 1e9:.3f} B")
+        f"frozen {counts['vace_1_3b_frozen'] / 1e9:.3f} B; train state before activations "
+        f"{counts['train_state_gib_before_activations']:.1f} GiB (frozen in bf16)")
   print(f"tiny step: {statistics.median(times) * 1e3:.1f} ms median of {len(times)}, peak RSS "
         f"{result['process_peak_rss_mib']:.0f} MiB; torch f32 matmul peak {peak / 1e9:.0f} GFLOP/s")
   harness.finish(_OUT.value, result)

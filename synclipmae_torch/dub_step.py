@@ -45,6 +45,14 @@ def freeze(transformer, pack: audiopack.AudioPack) -> list[tuple[str, torch.nn.P
   return trained
 
 
+def cast_frozen(transformer, dtype: torch.dtype) -> None:
+  """Holds the transformer's frozen parameters in `dtype` (bfloat16 halves the backbone's
+  memory; bf16 autocast runs it); the trained ones keep float32 for the optimizer."""
+  for p in transformer.parameters():
+    if not p.requires_grad:
+      p.data = p.data.to(dtype)
+
+
 def _video(frames: np.ndarray) -> torch.Tensor:
   """uint8 [F, H, W, 3] -> [1, 3, F, H, W] in [-1, 1]."""
   return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1

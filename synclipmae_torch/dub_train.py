@@ -39,6 +39,7 @@ from synclipmae_torch import audiopack, dub_samples, dub_step, tokens as tokens_
 
 TOKEN_SOURCES = ("audio", "video")
 DEVICES = ("auto", "cpu", "cuda")  # auto: cuda when there is one
+FROZEN_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # of the frozen backbone
 SIGMA_SHIFT = 5.0  # Wan's flow shift: noise levels sigma = s u / (1 + (s - 1) u), u ~ U(0, 1)
 
 
@@ -51,6 +52,10 @@ def validate(config) -> None:
     errors.append(f"num_frames={config.num_frames} must be 1 + 4k (the Wan VAE's unit)")
   if not 0.0 <= config.drop_continuity <= 1.0:
     errors.append(f"drop_continuity={config.drop_continuity} must be in [0, 1]")
+  if config.frozen_dtype not in FROZEN_DTYPES:
+    errors.append(f"frozen_dtype={config.frozen_dtype!r} must be one of {tuple(FROZEN_DTYPES)}")
+  elif config.frozen_dtype == "bfloat16" and not config.bf16:
+    errors.append("frozen_dtype='bfloat16' needs bf16=True (the autocast that runs it)")
   if config.device not in DEVICES:
     errors.append(f"device={config.device!r} must be one of {DEVICES}")
   for name in ("num_train_steps", "checkpoint_every_steps", "log_every_steps", "samples_per_process"):
@@ -228,6 +233,7 @@ def train(config, workdir: str) -> dict:
 
   # ---------------------------------------------------------------- what trains
   trained = dub_step.freeze(transformer, pack)
+  dub_step.cast_frozen(transformer, FROZEN_DTYPES[config.frozen_dtype])
   optimizer = torch.optim.AdamW([p for _, p in trained], lr=config.learning_rate,
                                 weight_decay=config.weight_decay)
 

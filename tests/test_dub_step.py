@@ -37,7 +37,10 @@ def tiny_models():
   return transformer, vae
 
 
-def test_steps_lower_the_loss_and_change_only_the_trained_parameters(sample):
+@pytest.mark.parametrize("frozen_dtype", ["float32", "bfloat16"])
+def test_steps_lower_the_loss_and_change_only_the_trained_parameters(sample, frozen_dtype):
+  """Also with the frozen backbone held in bfloat16 under bf16 autocast (configs/dub.py's
+  default): the trained parameters stay float32."""
   transformer, vae = tiny_models()
   pipe = dub_step.pipeline(transformer, vae)
   encoded = dub_step.encode_sample(pipe, sample)
@@ -50,6 +53,11 @@ def test_steps_lower_the_loss_and_change_only_the_trained_parameters(sample):
   assert trained and all(n.startswith(("vace_blocks.", "vace_patch_embedding.", "audiopack."))
                          for n in trained)
   assert any(n.startswith("vace_blocks.") for n in trained)
+  low = frozen_dtype == "bfloat16"
+  dub_step.cast_frozen(transformer, getattr(torch, frozen_dtype))
+  assert {p.dtype for n, p in transformer.named_parameters() if n not in trained} == {
+      getattr(torch, frozen_dtype)}
+  assert {p.dtype for p in trained.values()} == {torch.float32}
   before = {n: p.detach().clone() for n, p in transformer.named_parameters()}
   g = torch.Generator().manual_seed(0)
   tokens = torch.randn(1, 17, TOKEN_DIM, generator=g)
@@ -59,7 +67,8 @@ def test_steps_lower_the_loss_and_change_only_the_trained_parameters(sample):
   optimizer = torch.optim.AdamW(list(trained.values()), lr=1e-3, weight_decay=0.0)
   losses = []
   for _ in range(8):
-    loss = dub_step.flow_matching_loss(transformer, pack, encoded, tokens, prompt, sigma, noise)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
+      loss = dub_step.flow_matching_loss(transformer, pack, encoded, tokens, prompt, sigma, noise)
     assert torch.isfinite(loss)
     optimizer.zero_grad()
     loss.backward()

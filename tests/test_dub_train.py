@@ -81,14 +81,15 @@ def test_video_driven_runs_the_same_model_on_vocal_motion_tokens(inputs, tmp_pat
 
 def test_bad_configs_are_refused_before_anything_loads(inputs, tmp_path):
   config = tiny_config(inputs, tokens="text", num_frames=16, wan_vace=str(tmp_path / "absent"),
-                       device="tpu", samples_per_process=0)
+                       device="tpu", samples_per_process=0, frozen_dtype="bfloat16", bf16=False)
   config.shards = str(tmp_path / "none-*")
   with pytest.raises(ValueError) as e:
     dub_train.train(config, str(tmp_path / "run"))
   message = str(e.value)
   for part in ("tokens='text' must be one of ('audio', 'video')", "num_frames=16 must be 1 + 4k",
                "is not a folder (a local WanVACE", "matches no file",
-               "device='tpu' must be one of ('auto', 'cpu', 'cuda')", "samples_per_process=0 must be >= 1"):
+               "device='tpu' must be one of ('auto', 'cpu', 'cuda')", "samples_per_process=0 must be >= 1",
+               "frozen_dtype='bfloat16' needs bf16=True"):
     assert part in message
   assert not os.path.exists(tmp_path / "run")
 
@@ -119,3 +120,13 @@ def test_two_processes_take_the_step_of_one_process_with_two_samples(inputs, tmp
   assert single.keys() == pair.keys()
   for key, value in single.items():
     torch.testing.assert_close(pair[key], value, rtol=1e-5, atol=1e-7, msg=key)
+
+
+def test_the_papers_precision_trains_with_the_backbone_in_bfloat16(inputs, tmp_path):
+  """configs/dub.py's precision: bf16 autocast, the frozen backbone held in bfloat16, the trained
+  parameters (and their checkpoint) in float32."""
+  last = dub_train.train(tiny_config(inputs, num_train_steps=2, bf16=True, frozen_dtype="bfloat16"),
+                         str(tmp_path))
+  assert np.isfinite(last["loss"])
+  saved = checkpoint(tmp_path, 2)
+  assert {v.dtype for k, v in saved.items() if k.startswith("param/")} == {torch.float32}
