@@ -66,6 +66,7 @@ def get_config(arg: str | None = None):
   c.data.window_frames = 8
   c.data.worker_count = 16
   c.data.worker_buffer_size = 4
+  c.data.read_threads = 0  # the 16 processes decode in parallel; threads would only cost CPU
 
   c.model.image_size = 224
   c.model.patch_size = 16

@@ -25,9 +25,7 @@ import numpy as np
 
 from data_pipelines import audio_windows, clip_records, identity_groups, schema
 
-# Prefetch in a few threads per process: the default (16 threads, 500 batches) would
-# hold hundreds of batches in memory on a 2-core machine.
-_READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
+PREFETCH_BATCHES = 4  # batches read ahead (grain's default, 500, would hold hundreds in memory)
 
 
 def _flip_boxes(boxes: np.ndarray) -> np.ndarray:
@@ -38,8 +36,9 @@ def _flip_boxes(boxes: np.ndarray) -> np.ndarray:
 def _sample_window(clip: int, rng: np.random.Generator, *, source: clip_records.ClipSource,
                    window_frames: int, audio_context_frames: int,
                    horizontal_flip: float) -> dict[str, np.ndarray]:
-  """Clip index -> a random aligned window of `window_frames` frames and their audio (reading
-  only those frames and that audio: clip_records.py)."""
+  """Clip index -> a random aligned window of `window_frames` frames and their audio, reading
+  only those frames and that audio (clip_records.py); the frames stay encoded (`_decode_batch`
+  decodes a whole batch into its array)."""
   n = int(source.num_frames[clip])
   if n < window_frames:
     raise ValueError(f"clip {source.header(clip)['clip_id']} has {n} frames, fewer than "
@@ -47,13 +46,15 @@ def _sample_window(clip: int, rng: np.random.Generator, *, source: clip_records.
   start = int(rng.integers(0, n - window_frames + 1))
   stop = start + window_frames
   r = source.window(clip, start, stop, audio_context_frames)
-  frames = schema.decode_frames(r)
   face_boxes, mouth_boxes = r["face_boxes"], r["mouth_boxes"]
-  if rng.random() < horizontal_flip:
-    frames = frames[:, :, ::-1]  # a view: batching makes the one copy
+  flip = rng.random() < horizontal_flip
+  if flip:
     face_boxes, mouth_boxes = _flip_boxes(face_boxes), _flip_boxes(mouth_boxes)
+  encoded = np.empty(window_frames, object)
+  encoded[:] = r["frames"]
   return {
-      "frames": frames,
+      "encoded_frames": encoded,
+      "flip": np.bool_(flip),
       "audio": r["audio"],
       "face_boxes": np.array(face_boxes, np.float32),
       "mouth_boxes": np.array(mouth_boxes, np.float32),
@@ -63,10 +64,22 @@ def _sample_window(clip: int, rng: np.random.Generator, *, source: clip_records.
   }
 
 
+def _decode_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Decodes a batch's encoded frames [b, T] straight into its uint8 [b, T, H, W, 3] array
+  (mirrored where `flip`): one copy per frame, as bare decoding makes."""
+  encoded, flips = batch.pop("encoded_frames"), batch.pop("flip")
+  first = schema.decode_image(encoded[0, 0])
+  frames = np.empty(encoded.shape + first.shape, np.uint8)
+  for (b, t), data in np.ndenumerate(encoded):
+    image = first if (b, t) == (0, 0) else schema.decode_image(data)
+    frames[b, t] = image[:, ::-1] if flips[b] else image
+  return {"frames": frames, **batch}
+
+
 def make_train_dataset(paths: list[str], *, global_batch_size: int, window_frames: int, seed: int,
                        process_index: int = 0, process_count: int = 1,
                        horizontal_flip: float = 0.0, audio_context_frames: int = 0,
-                       clips_per_identity: int = 0) -> grain.IterDataset:
+                       clips_per_identity: int = 0, read_threads: int = 2) -> grain.IterDataset:
   """Infinite, shuffled training batches of aligned audio-video windows for one process.
 
   Args:
@@ -79,7 +92,9 @@ def make_train_dataset(paths: list[str], *, global_batch_size: int, window_frame
     horizontal_flip: probability of mirroring an example (frames and boxes).
     audio_context_frames: C, frames of audio around each window (`model.audio.input_context_frames`).
     clips_per_identity: K > 0: every K consecutive clips of a batch are K clips of one identity
-      (`identity_groups`; reads every record's identity once at start); 0: a global shuffle.
+      (`identity_groups`; the speakers come from the shards' indexes); 0: a global shuffle.
+    read_threads: threads reading and decoding batches ahead in this process (0: none; each
+      costs CPU time beyond the work, BENCHMARKS.md (f): with worker processes use 0).
 
   Returns:
     An IterDataset of dicts: frames uint8 [b, T, H, W, 3], audio float32 [b, (T + 2 C) * 640],
@@ -100,6 +115,8 @@ def make_train_dataset(paths: list[str], *, global_batch_size: int, window_frame
   if clips_per_identity < 0 or (clips_per_identity and per_process % clips_per_identity):
     raise ValueError(f"clips_per_identity={clips_per_identity} must be >= 0 and divide the "
                      f"{per_process} clips of each process's batch")
+  if read_threads < 0:
+    raise ValueError(f"read_threads must be >= 0, got {read_threads}")
   if audio_context_frames < 0:
     raise ValueError(f"audio_context_frames must be >= 0, got {audio_context_frames}")
   if not 0.0 <= horizontal_flip <= 1.0:
@@ -110,7 +127,7 @@ def make_train_dataset(paths: list[str], *, global_batch_size: int, window_frame
     ds = grain.MapDataset.source(identity_groups.IdentityGroupedRecords(
         clips, source.identity_ids, clips_per_identity, seed))
   else:
-    ds = grain.MapDataset.source(clips).shuffle(seed).repeat()
+    ds = grain.MapDataset.source(identity_groups.ShuffledRecords(clips, seed))
   ds = ds.random_map(functools.partial(_sample_window, source=source, window_frames=window_frames,
                                        audio_context_frames=audio_context_frames,
                                        horizontal_flip=horizontal_flip), seed=seed)
@@ -118,8 +135,9 @@ def make_train_dataset(paths: list[str], *, global_batch_size: int, window_frame
   # the same records in the same order whatever the process count (MapDataset is lazy, so
   # a process only reads and decodes its own blocks).
   ds = ds.batch(per_process, drop_remainder=True)
-  ds = ds[process_index::process_count]
-  return ds.to_iter_dataset(_READ_OPTIONS)
+  ds = ds[process_index::process_count].map(_decode_batch)
+  return ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
+                                              prefetch_buffer_size=PREFETCH_BATCHES))
 
 
 def make_train_iterator(dataset: grain.IterDataset, *, worker_count: int = 0,

@@ -54,6 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.window_frames = 16  # T consecutive frames per clip
   c.data.worker_count = 0  # grain worker processes (0 = in the main process)
   c.data.worker_buffer_size = 2
+  # Threads reading and decoding ahead in each process; they cost CPU (BENCHMARKS.md (f)): with
+  # worker processes, 0 is the efficient choice.
+  c.data.read_threads = 2
   c.data.horizontal_flip = 0.0
   # Identity-aware batches (data_pipelines/identity_groups.py): every K consecutive clips of a batch
   # are K clips of one identity, so a contrastive group holds several clips of a few identities and

@@ -88,6 +88,9 @@ def validate(c, *, num_devices: int, process_count: int = 1, training: bool = Tr
   check(c.optim.learning_rate > 0 and c.optim.warmup_steps >= 0 and c.optim.grad_clip_norm > 0,
         "optim.learning_rate and optim.grad_clip_norm must be > 0, optim.warmup_steps >= 0")
   check(c.data.window_frames >= 2, f"data.window_frames={c.data.window_frames} must be >= 2")
+  check(c.data.read_threads >= 0 and c.data.worker_count >= 0,
+        f"data.read_threads={c.data.read_threads} and data.worker_count={c.data.worker_count} "
+        "must be >= 0")
   b = c.data.global_batch_size
   try:
     shape = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(c.mesh, num_devices)))

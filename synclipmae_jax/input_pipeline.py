@@ -27,7 +27,7 @@ def train_dataset(config, paths: list[str], *, process_index: int = 0, process_c
       window_frames=config.data.window_frames, seed=config.seed, process_index=process_index,
       process_count=process_count, horizontal_flip=config.data.horizontal_flip,
       audio_context_frames=config.model.audio.input_context_frames,
-      clips_per_identity=config.data.clips_per_identity)
+      clips_per_identity=config.data.clips_per_identity, read_threads=config.data.read_threads)
 
 
 def dataset_paths(config) -> tuple[list[str], list[str]]:

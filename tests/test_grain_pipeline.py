@@ -157,6 +157,25 @@ def test_horizontal_flip(dataset, records):
     np.testing.assert_array_equal(batch["face_boxes"][i][:, [1, 3]], box[:, [1, 3]])
 
 
+def test_read_threads_change_nothing_but_speed(dataset):
+  """Half the clips mirrored: each batch decoded into one array, mirrored rows where drawn, the
+  same with or without read threads; a negative count is refused."""
+  _, paths = dataset
+  batches = []
+  for threads in (0, 2):
+    it = gp.make_train_iterator(gp.make_train_dataset(
+        paths["train"], global_batch_size=8, window_frames=T, seed=5, horizontal_flip=0.5,
+        read_threads=threads))
+    batches.append([next(it) for _ in range(3)])
+  for a, b in zip(*batches):
+    assert a.keys() == b.keys() and a["frames"].dtype == np.uint8
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  with pytest.raises(ValueError, match="read_threads must be >= 0"):
+    gp.make_train_dataset(paths["train"], global_batch_size=8, window_frames=T, seed=5,
+                          read_threads=-1)
+
+
 def test_processes_read_disjoint_clips(dataset):
   _, paths = dataset
   its = [gp.make_train_iterator(gp.make_train_dataset(

@@ -11,7 +11,8 @@ r"""Benchmarks of the data path: preparation speed per stage, training-pipeline 
 2. The grain training pipeline over the prepared shards at the clip size given by the
    flags (`--image_size` crops, the preparation's default 224, and windows of
    `--window_frames`, by default 8 as in `configs/pretrain.py`), in the main process
-   (worker_count 0): clips per second of wall time and per CPU second, and, as the
+   (worker_count 0), with each of `--read_threads`: clips per second of wall time and per
+   CPU second (all the process's threads), and, as the
    reference measured in the same run (after each batch, so both share the machine's
    conditions), how many clips per CPU second bare decoding of the same number of stored
    frames reaches (`schema.decode_frames`: the floor cost of any pipeline over these shards).
@@ -51,31 +52,36 @@ def preparation(rows: list[dict], output: str, image_size: int) -> dict:
           "face_detection_rate": summary["face_detection_rate"]}
 
 
-def pipeline(paths: list[str], batch_size: int, window_frames: int, batches: int) -> dict:
+def pipeline(paths: list[str], batch_size: int, window_frames: int, batches: int,
+             read_threads: int) -> dict:
   """Times `batches` batches of the training pipeline (after one warm-up batch), each followed by
   bare decoding of as many windows (the reference, interleaved so that both run under the same
   conditions)."""
   ds = grain_pipeline.make_train_dataset(paths, global_batch_size=batch_size,
-                                         window_frames=window_frames, seed=0)
+                                         window_frames=window_frames, seed=0,
+                                         read_threads=read_threads)
   it = grain_pipeline.make_train_iterator(ds)
   next(it)
   source = clip_records.ClipSource(list(paths))
   encoded = [{"frames": source.frames(i, 0, window_frames)} for i in range(len(source))]
   # The pipeline's prefetch threads also work while the main thread decodes the reference, so
   # the pipeline's CPU time is the process's minus the main thread's during the reference.
-  wall = bare_cpu = 0.0
+  bare_cpu = 0.0
   process_cpu = time.process_time()
   for b in range(batches):
-    w = time.perf_counter()
     batch = next(it)
-    wall += time.perf_counter() - w
     c = time.thread_time()
     for i in range(b * batch_size, (b + 1) * batch_size):
       schema.decode_frames(encoded[i % len(encoded)])
     bare_cpu += time.thread_time() - c
   cpu = time.process_time() - process_cpu - bare_cpu
+  wall = time.perf_counter()  # then the wall time of as many batches back to back
+  for _ in range(batches):
+    next(it)
+  wall = time.perf_counter() - wall
   clips = batches * batch_size
-  return {"clips_per_second": round(clips / wall, 1), "clips_per_cpu_second": round(clips / cpu, 1),
+  return {"read_threads": read_threads,
+          "clips_per_second": round(clips / wall, 1), "clips_per_cpu_second": round(clips / cpu, 1),
           "reference_bare_decoding_clips_per_cpu_second": round(clips / bare_cpu, 1),
           "pipeline_over_bare_decoding": round(bare_cpu / cpu, 3),
           "batch_shapes": {k: "x".join(map(str, v.shape)) for k, v in batch.items()}}
@@ -91,6 +97,9 @@ def main(argv: list[str] | None = None) -> dict:
   p.add_argument("--image_size", type=int, default=process.PrepareOptions.image_size,
                  help="side of the prepared crops")
   p.add_argument("--window_frames", type=int, default=8, help="frames per training window")
+  p.add_argument("--read_threads", type=int, nargs="+", default=[0, 2],
+                 help="the pipeline's read threads to measure (configs/pretrain.py: 0, with 16 "
+                 "worker processes; the default config: 2)")
   p.add_argument("--json_out", help="also write the result here")
   a = p.parse_args(argv)
   shutil.rmtree(a.output, ignore_errors=True)
@@ -106,8 +115,9 @@ def main(argv: list[str] | None = None) -> dict:
                        f"Python {platform.python_version()}",
             "preparation": preparation(rows, os.path.join(a.output, "data"), size)}
   paths = sorted(glob.glob(os.path.join(a.output, "data", "train-*.array_record")))
-  result["training_pipeline"] = {"image_size": size, "window_frames": window,
-                                 **pipeline(paths, a.batch_size, window, a.batches)}
+  result["training_pipeline"] = [
+      {"image_size": size, "window_frames": window,
+       **pipeline(paths, a.batch_size, window, a.batches, threads)} for threads in a.read_threads]
   print(json.dumps(result, indent=1))
   if a.json_out:
     with open(a.json_out, "w", encoding="utf-8") as f:
