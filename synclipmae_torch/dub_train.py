@@ -4,7 +4,8 @@ r"""`synclipmae-dub-train`: the dubbing fine-tune (paper 4.4) in one linear `tra
       --config.synclipmae=... --config.shards=...
 
 models (WanVACE transformer and VAE from a local diffusers folder; the exported SyncLipMAE's
-tokenizer; the AudioPack attached) -> what trains (`dub_step.freeze`) -> data (the shards' clips;
+tokenizer; the AudioPack attached) -> what trains (`dub_step.freeze`) -> data (the shards' clips,
+streamed: each sample reads only its frames and the audio around them, `dub_samples.shard_sample`;
 step s draws its clip, window, reference, continuity drop, noise level and noise from seeds
 (seed, s), so a resumed run sees what an uninterrupted one does) -> checkpoint (the trained
 parameters and the optimizer's state as safetensors, `checkpoints/step_<s>.safetensors`) -> loop.
@@ -34,7 +35,7 @@ import safetensors.torch
 import torch
 from torch import distributed
 
-from data_pipelines import grain_pipeline
+from data_pipelines import clip_records
 from synclipmae_torch import audiopack, dub_samples, dub_step, tokens as tokens_lib
 
 TOKEN_SOURCES = ("audio", "video")
@@ -100,7 +101,8 @@ def load_wan_vace(path: str):
 def control_tokens(tokenizer, clip: dict, sample: dict, source: str) -> torch.Tensor:
   """[1, F, D] tokens of the sample's target frames: the audio tokens of its speech (read with
   the clip's audio around it as context) or the vocal-motion tokens of its frames (resized to the
-  tokenizer's image size when the shards are prepared at another)."""
+  tokenizer's image size when the shards are prepared at another). `clip` is a whole clip or the
+  part of one `dub_samples.shard_sample` reads (audio and boxes from the sample's frame 0)."""
   start, stop = sample["start"], sample["start"] + len(sample["target"])
   if source == "audio":
     return tokenizer.audio_tokens(clip["audio"], start, stop)[None]
@@ -238,7 +240,8 @@ def train(config, workdir: str) -> dict:
                                 weight_decay=config.weight_decay)
 
   # ---------------------------------------------------------------- data
-  clips = grain_pipeline.load_eval_clips(sorted(glob.glob(config.shards)))
+  clips = clip_records.ClipSource(sorted(glob.glob(config.shards)))  # streamed: samples read their frames
+  context = tokenizer.model.arch["audio"]["input_context_frames"]
   if config.prompt_embeds:
     prompt = safetensors.torch.load_file(config.prompt_embeds)["prompt_embeds"]
   else:
@@ -261,9 +264,9 @@ def train(config, workdir: str) -> dict:
       for j in range(config.samples_per_process):
         index = rank * config.samples_per_process + j
         rng = np.random.default_rng([config.seed, step, index])
-        clip = clips[int(rng.integers(len(clips)))]
-        sample = dub_samples.training_sample(clip, rng, num_frames=config.num_frames,
-                                             drop_continuity=config.drop_continuity)
+        clip, sample = dub_samples.shard_sample(clips, rng, num_frames=config.num_frames,
+                                                drop_continuity=config.drop_continuity,
+                                                context_frames=context)
         with torch.no_grad():
           control = control_tokens(tokenizer, clip, sample, config.tokens)
         encoded = dub_step.encode_sample(pipe, sample)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import demo
-from data_pipelines import grain_pipeline
+from data_pipelines import clip_records, grain_pipeline
 from synclipmae_jax import input_pipeline
 from synclipmae_torch import dub_samples
 
@@ -60,3 +60,34 @@ def test_samples_of_prepared_clips(clips):
   assert 70 <= dropped <= 130  # Binomial(1000, 0.1): mean 100, sd 9.5
   with pytest.raises(ValueError, match="a sample needs 17 target frames"):
     dub_samples.training_sample({**clip, "frames": clip["frames"][:18]}, rng)
+
+
+def test_a_sample_streamed_from_the_shards_is_the_whole_clips_sample(tmp_path):
+  """dub_samples.shard_sample reads only what the sample needs and gives what training_sample
+  gives on the whole clip for the same draws; its part holds the clip's audio and boxes around the
+  target (the context the audio tokens read, clipped at the clip's ends as the whole clip is)."""
+  config = demo.get_config("tiny")
+  config.data.directory = str(tmp_path)
+  paths = input_pipeline.dataset_paths(config)[1]
+  clips = grain_pipeline.load_eval_clips(paths)
+  source = clip_records.ClipSource(paths)
+  context = 5
+  for seed in range(6):
+    rng = np.random.default_rng(seed)
+    clip = clips[int(rng.integers(len(clips)))]
+    whole = dub_samples.training_sample(clip, rng, drop_continuity=0.5)
+    part, streamed = dub_samples.shard_sample(source, np.random.default_rng(seed),
+                                              drop_continuity=0.5, context_frames=context)
+    assert part["clip_id"] == clip["clip_id"]
+    assert streamed["start"] + part["offset"] == whole["start"]
+    for key in ("target", "mask", "audio", "reference"):
+      np.testing.assert_array_equal(streamed[key], whole[key], err_msg=key)
+    assert streamed["reference_index"] == whole["reference_index"]
+    assert (streamed["continuity"] is None) == (whole["continuity"] is None)
+    if whole["continuity"] is not None:
+      np.testing.assert_array_equal(streamed["continuity"], whole["continuity"])
+    # The part's audio holds the target's context as far as the clip has it.
+    s, n = whole["start"], len(clip["frames"])
+    lo, hi = max(0, s - context), min(n, s + 17 + context)
+    np.testing.assert_array_equal(part["audio"], clip["audio"][640 * lo:640 * hi])
+    np.testing.assert_array_equal(part["face_boxes"], clip["face_boxes"][lo:hi])
