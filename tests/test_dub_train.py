@@ -1,7 +1,8 @@
 """`synclipmae-dub-train` (synclipmae_torch/dub_train.py, configs/dub.py:tiny) on the smallest
 WanVACE and Wan VAE, the exported tiny SyncLipMAE run and its synthetic shards: trains, checkpoints
 as safetensors, resume reproduces the uninterrupted run, audio- and video-driven runs differ only
-in their control tokens, bad configs are refused before anything loads."""
+in their control tokens, bad configs are refused before anything loads; it also trains on the HDTF
+fixture clips prepared into shards."""
 
 import glob
 import json
@@ -17,6 +18,8 @@ pytest.importorskip("diffusers")
 import safetensors.torch  # pylint: disable=wrong-import-position
 
 from configs import dub  # pylint: disable=wrong-import-position
+from data_pipelines.prepare import plan, prepare, process  # pylint: disable=wrong-import-position
+from fixture_paths import HDTF  # pylint: disable=wrong-import-position
 from synclipmae_jax import checkpointing, input_pipeline  # pylint: disable=wrong-import-position
 from synclipmae_torch import dub_train, export  # pylint: disable=wrong-import-position
 
@@ -130,3 +133,20 @@ def test_the_papers_precision_trains_with_the_backbone_in_bfloat16(inputs, tmp_p
   assert np.isfinite(last["loss"])
   saved = checkpoint(tmp_path, 2)
   assert {v.dtype for k, v in saved.items() if k.startswith("param/")} == {torch.float32}
+
+
+def test_fine_tunes_on_real_video_prepared_into_shards(inputs, tmp_path):
+  """The HDTF fixture clips prepared by synclipmae-prepare (MTCNN, 32 px crops) as the training
+  data: a few audio-driven and video-driven steps with finite losses and their checkpoints."""
+  rows = [{"path": row["path"], "split": "train"} for row in plan.scan_folder(HDTF)]
+  prepare.prepare(rows, str(tmp_path / "prepared"), process.PrepareOptions(image_size=32),
+                  progress=False)
+  folder, _ = inputs
+  shards = str(tmp_path / "prepared" / "train-*.array_record")
+  for tokens in ("audio", "video"):
+    last = dub_train.train(tiny_config((folder, shards), num_train_steps=3, tokens=tokens),
+                           str(tmp_path / tokens))
+    assert last["step"] == 3 and np.isfinite(last["loss"])
+    with open(tmp_path / tokens / "metrics.jsonl") as f:
+      assert all(np.isfinite(json.loads(line)["loss"]) for line in f)
+    assert os.path.exists(tmp_path / tokens / "checkpoints" / "step_3.safetensors")
