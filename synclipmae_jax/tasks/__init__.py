@@ -4,6 +4,7 @@
   vsr       the lip-reading head on a frozen pretrained encoder (paper 4.3): `tasks/vsr.py`.
   unisync   UniSync, the supervised sync baseline, on the pretraining data: `tasks/unisync.py`.
   syncnet   SyncNet trained by us on the same data (the LSE row of the sync table): `tasks/syncnet.py`.
+(`tasks/pair_sync.py` is what the two pair-model tasks share; it is not a task.)
 
 A task module gives train.py's banner sections their task-specific parts:
   validate(config, *, num_devices, process_count)  raise ValueError naming every bad value;

@@ -14,21 +14,22 @@ import jax.numpy as jnp
 
 from synclipmae_jax import experiment, syncnet_losses, unisync_pairs
 from synclipmae_jax.models import syncnet as syncnet_model
-from synclipmae_jax.tasks import unisync
+from synclipmae_jax.tasks import pair_sync
 
-make_input = unisync.make_input
-init_warnings = unisync.init_warnings
+make_input = pair_sync.make_input
+init_warnings = pair_sync.init_warnings
 write_images = None
-evaluator_kwargs = unisync.evaluator_kwargs
-initialize = unisync.initialize
+evaluator_kwargs = pair_sync.evaluator_kwargs
+initialize = pair_sync.initialize
 SYNC_EVALUATOR = "syncnet_sync"  # the evaluator type of the sync tools' protocol on this task's runs
 
 
 def validate(config, *, num_devices: int, process_count: int) -> None:
-  """The checks of every pair-model task (`unisync.pair_task_errors`) and SyncNet's own."""
+  """The checks of every pair-model task (`pair_sync.pair_task_errors`) and SyncNet's own."""
   s = config.model.syncnet
-  errors = unisync.pair_task_errors(config, num_devices=num_devices, process_count=process_count,
-                                    window=s.window, sync_evaluator=SYNC_EVALUATOR, name="SyncNet")
+  errors = pair_sync.pair_task_errors(config, num_devices=num_devices,
+                                      process_count=process_count, window=s.window,
+                                      sync_evaluator=SYNC_EVALUATOR, name="SyncNet")
   if s.margin <= 0:
     errors.append(f"model.syncnet.margin={s.margin} must be > 0")
   if min(min(s.channels), min(s.audio_channels), s.hidden, s.embed_dim) < 1:
@@ -50,7 +51,7 @@ def pair_loss(config, model):
   margin = config.model.syncnet.margin
 
   def loss_fn(params, samples):
-    video, audio = unisync.embed_samples(model, params, samples)
+    video, audio = pair_sync.embed_samples(model, params, samples)
     d = syncnet_model.distance(audio, video[:, None])
     loss, metrics = syncnet_losses.contrastive_loss(d[:, 0], d[:, 1:], margin)
     for i, kind in enumerate(unisync_pairs.KINDS):
@@ -61,7 +62,7 @@ def pair_loss(config, model):
 
 
 def build(config, mesh) -> experiment.Experiment:
-  return unisync.build_pair_task(config, mesh, build_model(config), pair_loss)
+  return pair_sync.build_pair_task(config, mesh, build_model(config), pair_loss)
 
 
 def summary(config, exp, log_path: str) -> str:

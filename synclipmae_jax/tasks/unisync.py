@@ -1,6 +1,7 @@
 """UniSync, the supervised sync baseline, as a task of `train.py` (see `tasks/__init__.py`):
 `models/unisync.py` trained with `unisync_losses` on Figure 3's samples (`unisync_pairs`) cut from
-the pretraining pipeline's windows, with the pretraining run's frozen audio front end.
+the pretraining pipeline's windows, with the pretraining run's frozen audio front end (what pair
+models share: `tasks/pair_sync.py`).
 
 The data, the audio front end, the mesh and the optimizer are the pretraining config's (the
 config extends it: `configs/unisync.py`), so UniSync sees the same clips, the same audio features
@@ -9,44 +10,26 @@ and the same budget as the SyncLipMAE run it is compared with.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
-import optax
 
-from synclipmae_jax import config_validation, experiment, optimizer, sharding, train_state
-from synclipmae_jax import unisync_losses, unisync_pairs
-from synclipmae_jax.models import audio_encoder as audio_encoder_lib
+from synclipmae_jax import experiment, unisync_losses, unisync_pairs
 from synclipmae_jax.models import unisync as unisync_model
-from synclipmae_jax.tasks import pretrain
+from synclipmae_jax.tasks import pair_sync
 
-make_input = pretrain.make_input
-init_warnings = pretrain.init_warnings
+make_input = pair_sync.make_input
+init_warnings = pair_sync.init_warnings
 write_images = None
+evaluator_kwargs = pair_sync.evaluator_kwargs
+initialize = pair_sync.initialize
 SYNC_EVALUATOR = "unisync_sync"  # the evaluator type of the sync tools' protocol on this task's runs
-
-
-def pair_task_errors(config, *, num_devices: int, process_count: int, window: int,
-                     sync_evaluator: str, name: str) -> list[str]:
-  """The problems every pair-model task shares: the pretraining config's (data, audio, mesh,
-  batch), the samples' window, and evals of another type than the task's sync evaluator."""
-  errors = []
-  try:
-    config_validation.validate(config, num_devices=num_devices, process_count=process_count)
-  except ValueError as e:
-    errors.append(str(e))
-  errors.extend(unisync_pairs.validate(config.data.window_frames, window))
-  for entry_name, entry in config.evals.items():
-    if entry.get("type") != sync_evaluator:
-      errors.append(f"evals.{entry_name}.type={entry.get('type')!r}: a {name} run is evaluated by "
-                    f"{sync_evaluator!r} only")
-  return errors
 
 
 def validate(config, *, num_devices: int, process_count: int) -> None:
   """The pretraining config's checks (data, audio, mesh, batch) and UniSync's own."""
   u = config.model.unisync
-  errors = pair_task_errors(config, num_devices=num_devices, process_count=process_count,
-                            window=u.window, sync_evaluator=SYNC_EVALUATOR, name="UniSync")
+  errors = pair_sync.pair_task_errors(config, num_devices=num_devices,
+                                      process_count=process_count, window=u.window,
+                                      sync_evaluator=SYNC_EVALUATOR, name="UniSync")
   if u.margin < 0:
     errors.append(f"model.unisync.margin={u.margin} must be >= 0")
   if min(min(u.channels), u.audio_width, u.hidden, u.embed_dim) < 1:
@@ -61,23 +44,12 @@ def build_model(config) -> unisync_model.UniSync:
                                audio_width=u.audio_width, hidden=u.hidden, embed_dim=u.embed_dim)
 
 
-def embed_samples(model, params, samples) -> tuple[jax.Array, jax.Array]:
-  """The video windows' embeddings [B, D] and their audio candidates' [B, 1 + N, D] (the positive
-  first, then the negatives in `unisync_pairs.KINDS` order) of a pair model (UniSync, SyncNet)."""
-  b = samples["frames"].shape[0]
-  video = model.apply({"params": params}, samples["frames"], method=model.embed_video)
-  audio = model.apply({"params": params},
-                      jnp.concatenate([samples["positive"][:, None], samples["negatives"]], 1)
-                      .reshape((-1,) + samples["positive"].shape[1:]), method=model.embed_audio)
-  return video, audio.reshape(b, -1, audio.shape[-1])
-
-
 def pair_loss(config, model):
   """(params, samples) -> (loss, metrics): p_sync of every candidate and `unisync_losses`."""
   margin = config.model.unisync.margin
 
   def loss_fn(params, samples):
-    video, audio = embed_samples(model, params, samples)
+    video, audio = pair_sync.embed_samples(model, params, samples)
     p = unisync_model.sync_probability(audio, video[:, None])
     loss, metrics = unisync_losses.unisync_loss(p[:, 0], p[:, 1:], margin)
     for i, kind in enumerate(unisync_pairs.KINDS):
@@ -88,54 +60,8 @@ def pair_loss(config, model):
   return loss_fn
 
 
-def step_functions(config, model, audio_encoder, tx, schedule, loss_fn) -> train_state.StepFunctions:
-  """The pure init and train step of a pair model on the pretraining batch
-  (`train_state.dummy_batch`): Figure 3's samples cut from each batch, `loss_fn(params, samples)`."""
-  spec = train_state.dummy_batch(config)
-  t, k = config.data.window_frames, model.window
-  base_key = jax.random.PRNGKey(config.seed + 1)
-
-  def init(rng):
-    dummy = {name: jnp.zeros(v.shape, v.dtype) for name, v in spec.items()}  # traced, never kept
-    k_model, k_audio = jax.random.split(rng)
-    frozen = audio_encoder.init(k_audio, dummy["audio"][:1], t).get("params", {})
-    features = audio_encoder.apply({"params": frozen}, dummy["audio"][:1], t)
-    params = model.init(k_model, dummy["frames"][:1, :k], features[:, :k])["params"]
-    return train_state.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                                  opt_state=tx.init(params), frozen=frozen)
-
-  def train_step(state, batch):
-    rng = jax.random.fold_in(base_key, state.step)
-    features = jax.lax.stop_gradient(audio_encoder.apply({"params": state.frozen}, batch["audio"], t))
-    samples = unisync_pairs.training_samples(rng, batch["frames"], features, batch["identity_id"], k)
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, samples)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {"loss/total": loss, **metrics,
-               "pairs/cross_speaker": jnp.mean(samples["cross_speaker"].astype(jnp.float32)),
-               "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-  return train_state.StepFunctions(init, train_step, None, spec)
-
-
-def build_pair_task(config, mesh, model, make_loss) -> experiment.Experiment:
-  """The experiment of a pair model trained on Figure 3's samples with `make_loss(config, model)`."""
-  rules = sharding.rules(config)
-  audio_encoder = audio_encoder_lib.build(config.model.audio)
-  tx, schedule = optimizer.make(config.optim, config.num_train_steps)
-  fns = step_functions(config, model, audio_encoder, tx, schedule, make_loss(config, model))
-  abstract, init, step, _ = train_state.jit_all(fns, mesh, rules, jax.random.PRNGKey(config.seed))
-  batch = train_state.abstract_batch(fns, mesh)
-  return experiment.Experiment(
-      config=config, mesh=mesh, rules=rules, model=model, audio_encoder=audio_encoder, tx=tx,
-      schedule=schedule, group_size=config.data.global_batch_size, abstract_state=abstract,
-      init=init, train_step=step, visual_step=None, abstract_batch=batch,
-      step_flops=train_state.lowered_flops(step, abstract, batch, mesh, rules))
-
-
 def build(config, mesh) -> experiment.Experiment:
-  return build_pair_task(config, mesh, build_model(config), pair_loss)
+  return pair_sync.build_pair_task(config, mesh, build_model(config), pair_loss)
 
 
 def summary(config, exp, log_path: str) -> str:
@@ -145,12 +71,3 @@ def summary(config, exp, log_path: str) -> str:
           f"{config.model.audio.frontend} (frozen)\n"
           f"{config.data.global_batch_size} clips x {config.data.window_frames} frames per step, "
           f"{config.num_train_steps} steps, mesh {dict(exp.mesh.shape)}; log: {log_path}")
-
-
-def evaluator_kwargs(exp, eval_inputs: dict) -> dict:
-  return {"model": exp.model, "audio_encoder": exp.audio_encoder, **eval_inputs}
-
-
-def initialize(exp, state):
-  del exp
-  return state
