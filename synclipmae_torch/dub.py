@@ -26,25 +26,20 @@ import numpy as np
 from PIL import Image
 import torch
 
-from data_pipelines.prepare import crop, decode, encode, face_detector, process, tracking
+from data_pipelines.prepare import crop, decode, encode, face_detector, process
 from synclipmae_torch import dub_samples, dub_step, dub_train
 
 MARGIN = process.PrepareOptions.margin  # the preparation's crop margin around the face
-DETECT_SIZE = 224  # shorter side of the frames the detector sees (the preparation's default)
 CRF = 17  # x264's constant rate factor of the output: visually lossless, the source kept as it was
 
 
 def face_window(video: str, detector: str = "mtcnn") -> tuple[list, np.ndarray, np.ndarray]:
   """(frames uint8 [H, W, 3] at 25 fps, the face track's boxes [F, 4] and mouth boxes [F, 4] in
-  pixels) of `video`'s one face track, which must cover every frame."""
+  pixels) of `video`'s one face track (the preparation's detection and tracking,
+  `process.track_video`), which must cover every frame."""
   info = decode.probe(video)
   frames = list(decode.iter_frames(video, info.rotation))
-  scale = min(1.0, DETECT_SIZE / min(info.width, info.height))
-  size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
-  small = [np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames]
-  found = face_detector.load_detector(detector).detect(small)
-  faces = [[face.scaled(1 / scale) for face in image_faces] for image_faces in found]
-  tracks = tracking.track_faces(faces, 0, len(frames))
+  _, tracks = process.track_video(video, face_detector.load_detector(detector))
   if not tracks:
     raise ValueError(f"{video}: no face found")
   track = max(tracks, key=lambda t: len(t.boxes))

@@ -15,6 +15,7 @@ from data_pipelines import face_weights
 from data_pipelines import labels
 from data_pipelines import grain_pipeline
 from data_pipelines.prepare import decode
+from data_pipelines.prepare import face_detector
 from data_pipelines.prepare import plan
 from data_pipelines.prepare import prepare
 from data_pipelines.prepare import preview
@@ -139,3 +140,15 @@ def test_preview_renders_png_and_mp4(prepared, tmp_path):
   assert frames == 200 and (info.width, info.height) == (SIZE, SIZE)
   maps = preview.weight_maps(clips["validation"], patch=8)
   assert maps.shape == (200, SIZE, SIZE) and maps.max() == pytest.approx(16.0, rel=0.3)
+
+
+def test_track_video_is_the_preparations_pass_one_on_a_single_video():
+  """`process.track_video` (what synclipmae-dub tracks the source's face with): the speaker's one
+  track over all 200 frames, boxes in the source's 512 x 512 pixels."""
+  n, tracks = process.track_video(HILL, face_detector.load_detector("mtcnn"))
+  assert n == 200
+  longest = max(tracks, key=lambda t: len(t.boxes))
+  assert (longest.start, longest.stop) == (0, 200)
+  assert (longest.boxes >= -1).all() and (longest.boxes[:, 2:] <= 513).all()
+  sides = longest.boxes[:, 2:] - longest.boxes[:, :2]
+  assert 64 < sides.min() and sides.max() < 512

@@ -131,6 +131,16 @@ def _detect(source: Source, info: decode.MediaInfo, detector: face_detector.Face
   return faces, np.stack(thumbs) if thumbs else np.zeros((0, 1, 1), np.float32)
 
 
+def track_video(path: str, detector: face_detector.FaceDetector,
+                options: PrepareOptions = PrepareOptions()) -> tuple[int, list[tracking.Track]]:
+  """The preparation's pass 1 on one video, for tools that work on a single video
+  (synclipmae-dub): frames decoded at the detection size, detected, tracked over the whole video
+  (no scene cuts). Returns (number of 25 fps frames, face tracks in source pixels)."""
+  report = FileReport(Source(path=path, speaker="", identity_id=0, split="train", file_index=0))
+  faces, _ = _detect(report.source, decode.probe(path), detector, options, report, [])
+  return len(faces), tracking.track_faces(faces, 0, len(faces))
+
+
 def prepare_file(source: Source, detector: face_detector.FaceDetector, options: PrepareOptions,
                  write: Callable[[schema.Clip], None]) -> FileReport:
   """Prepares one video: every kept clip goes to `write`; returns the report.
