@@ -25,6 +25,8 @@ the converter (`python -m data_pipelines.convert_shards`).
 
 from __future__ import annotations
 
+import abc
+
 import grain
 import msgpack
 import numpy as np
@@ -119,7 +121,60 @@ def read_index(path: str) -> tuple[list[list[int]], int]:
   return index["clips"], count
 
 
-class ClipSource:
+class ClipAccess(abc.ABC):
+  """What the pipelines read clips through (`grain_pipeline`): `len`, `num_frames` and
+  `identity_ids` per clip ([C] arrays), a clip's header fields, its encoded frames and its audio;
+  `clip` and `window` are built from those. `ClipSource` reads this layout's shards; a TFDS dataset
+  is read through `tfds_clips.TfdsClipSource`."""
+
+  num_frames: np.ndarray
+  identity_ids: np.ndarray
+
+  @abc.abstractmethod
+  def __len__(self) -> int:
+    """The number of clips."""
+
+  @abc.abstractmethod
+  def header(self, i: int) -> dict:
+    """Clip i's fields without frames and audio (boxes [N, 4], actions [N, A] or None)."""
+
+  @abc.abstractmethod
+  def frames(self, i: int, start: int, stop: int) -> list[bytes]:
+    """The encoded frames [start, stop) of clip i."""
+
+  @abc.abstractmethod
+  def audio(self, i: int, start: int, stop: int) -> np.ndarray:
+    """int16 samples of frames [start, stop) of clip i (within the clip)."""
+
+  def clip(self, i: int) -> dict:
+    """Clip i as the header's fields plus every encoded frame and the whole int16 audio."""
+    r = self.header(i)
+    n = r["num_frames"]
+    r["frames"] = self.frames(i, 0, n)
+    r["audio"] = self.audio(i, 0, n)
+    return r
+
+  def window(self, i: int, start: int, stop: int, context_frames: int) -> dict:
+    """Frames [start, stop) of clip i: its header's fields with boxes cut to the window, the
+    window's encoded frames, and `audio_windows.audio_window`'s float32 audio of frames
+    [start - C, stop + C) (silence beyond the clip), reading nothing else of the clip."""
+    r = self.header(i)
+    n = r["num_frames"]
+    lo, hi = max(0, start - context_frames), min(n, stop + context_frames)
+    r["audio"] = audio_windows.audio_window(self.audio(i, lo, hi), start - lo, stop - lo,
+                                            context_frames)
+    r["frames"] = self.frames(i, start, stop)
+    r["face_boxes"], r["mouth_boxes"] = r["face_boxes"][start:stop], r["mouth_boxes"][start:stop]
+    return r
+
+
+def check_audio_span(num_frames: int, i: int, start: int, stop: int) -> None:
+  """Raises ValueError unless [start, stop) lies within clip i's `num_frames` frames."""
+  if not 0 <= start <= stop <= num_frames:
+    raise ValueError(f"audio frames [{start}, {stop}) are outside clip {i}'s {num_frames} frames")
+
+
+class ClipSource(ClipAccess):
   """The clips of shards in this layout, by clip index (shards in the order given).
 
   Picklable (grain's worker processes rebuild the readers). `identity_ids` and `num_frames` come
@@ -148,7 +203,6 @@ class ClipSource:
     return len(self.positions)
 
   def header(self, i: int) -> dict:
-    """Clip i's fields without frames and audio (boxes [N, 4], actions [N, A] or None)."""
     r = msgpack.unpackb(self._records[int(self.positions[i])], raw=False)
     n = r["num_frames"]
     if r.get("fps") != schema.FPS or r.get("sample_rate") != schema.SAMPLE_RATE:
@@ -161,16 +215,14 @@ class ClipSource:
     return r
 
   def frames(self, i: int, start: int, stop: int) -> list[bytes]:
-    """The encoded frames [start, stop) of clip i."""
     first = int(self.positions[i]) + 1
     return [self._records[first + f] for f in range(start, stop)]
 
   def audio(self, i: int, start: int, stop: int) -> np.ndarray:
-    """int16 samples of frames [start, stop) of clip i (within the clip), reading only the audio
-    records that hold them."""
+    """int16 samples of frames [start, stop) of clip i, reading only the audio records that hold
+    them."""
     n = int(self.num_frames[i])
-    if not 0 <= start <= stop <= n:
-      raise ValueError(f"audio frames [{start}, {stop}) are outside clip {i}'s {n} frames")
+    check_audio_span(n, i, start, stop)
     if start == stop:
       return np.zeros(0, np.int16)
     first = int(self.positions[i]) + 1 + n
@@ -178,24 +230,3 @@ class ClipSource:
     samples = np.frombuffer(b"".join(self._records[first + k] for k in range(lo, hi)), "<i2")
     skip = schema.SAMPLES_PER_FRAME * (start - lo * AUDIO_CHUNK_FRAMES)
     return samples[skip:skip + schema.SAMPLES_PER_FRAME * (stop - start)]
-
-  def clip(self, i: int) -> dict:
-    """Clip i as the header's fields plus every encoded frame and the whole int16 audio."""
-    r = self.header(i)
-    n = r["num_frames"]
-    r["frames"] = self.frames(i, 0, n)
-    r["audio"] = self.audio(i, 0, n)
-    return r
-
-  def window(self, i: int, start: int, stop: int, context_frames: int) -> dict:
-    """Frames [start, stop) of clip i: its header's fields with boxes cut to the window, the
-    window's encoded frames, and `audio_windows.audio_window`'s float32 audio of frames
-    [start - C, stop + C) (silence beyond the clip), reading nothing else of the clip."""
-    r = self.header(i)
-    n = r["num_frames"]
-    lo, hi = max(0, start - context_frames), min(n, stop + context_frames)
-    r["audio"] = audio_windows.audio_window(self.audio(i, lo, hi), start - lo, stop - lo,
-                                            context_frames)
-    r["frames"] = self.frames(i, start, stop)
-    r["face_boxes"], r["mouth_boxes"] = r["face_boxes"][start:stop], r["mouth_boxes"][start:stop]
-    return r

@@ -76,14 +76,26 @@ def _decode_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   return {"frames": frames, **batch}
 
 
-def make_train_dataset(paths: list[str], *, global_batch_size: int, window_frames: int, seed: int,
+def open_clips(paths) -> clip_records.ClipAccess:
+  """Shard paths (clip_records' layout) -> their ClipSource; a ClipAccess (e.g. a TFDS dataset's
+  `tfds_clips.TfdsClipSource`) is returned as it is."""
+  if isinstance(paths, clip_records.ClipAccess):
+    if not len(paths):
+      raise ValueError(f"{paths} holds no clip")
+    return paths
+  if not paths:
+    raise ValueError("paths is empty")
+  return clip_records.ClipSource(list(paths))
+
+
+def make_train_dataset(paths: list[str] | clip_records.ClipAccess, *, global_batch_size: int, window_frames: int, seed: int,
                        process_index: int = 0, process_count: int = 1,
                        horizontal_flip: float = 0.0, audio_context_frames: int = 0,
                        clips_per_identity: int = 0, read_threads: int = 2) -> grain.IterDataset:
   """Infinite, shuffled training batches of aligned audio-video windows for one process.
 
   Args:
-    paths: ArrayRecord shards of `schema` records.
+    paths: ArrayRecord shards of `schema` clips (`clip_records`), or a ClipAccess (`open_clips`).
     global_batch_size: batch size summed over processes; must divide by process_count.
     window_frames: frames per example (T).
     seed: seed of the shuffle (new order each epoch) and of the window/flip draws.
@@ -101,8 +113,6 @@ def make_train_dataset(paths: list[str], *, global_batch_size: int, window_frame
     face_boxes / mouth_boxes float32 [b, T, 4], identity_id / clip_id / start_frame int32 [b],
     with b = global_batch_size // process_count.
   """
-  if not paths:
-    raise ValueError("paths is empty")
   if process_count < 1 or not 0 <= process_index < process_count:
     raise ValueError(f"need 0 <= process_index < process_count, got {process_index}, "
                      f"{process_count}")
@@ -121,7 +131,7 @@ def make_train_dataset(paths: list[str], *, global_batch_size: int, window_frame
     raise ValueError(f"audio_context_frames must be >= 0, got {audio_context_frames}")
   if not 0.0 <= horizontal_flip <= 1.0:
     raise ValueError(f"horizontal_flip must be a probability, got {horizontal_flip}")
-  source = clip_records.ClipSource(list(paths))
+  source = open_clips(paths)
   clips = range(len(source))  # the dataset is over clip indices; windows read their records
   if clips_per_identity:
     ds = grain.MapDataset.source(identity_groups.IdentityGroupedRecords(
@@ -153,15 +163,17 @@ def make_train_iterator(dataset: grain.IterDataset, *, worker_count: int = 0,
   return iter(dataset)
 
 
-def load_eval_clips(paths: list[str], max_clips: int | None = None) -> list[dict]:
-  """Reads the first `max_clips` (default: all) records of `paths` in order, fully decoded.
+def load_eval_clips(paths: list[str] | clip_records.ClipAccess,
+                    max_clips: int | None = None) -> list[dict]:
+  """Reads the first `max_clips` (default: all) clips of `paths` (`open_clips`) in order, fully
+  decoded.
 
   Returns:
     One dict per clip: frames uint8 [N, H, W, 3], audio float32 [N * 640], face_boxes and
     mouth_boxes float32 [N, 4], identity_id, clip_id, split, transcript, emotion, and actions
     (uint8 [N, A], or None when the record has none).
   """
-  source = clip_records.ClipSource(list(paths))
+  source = open_clips(paths)
   count = len(source) if max_clips is None else min(max_clips, len(source))
   clips = []
   for i in range(count):

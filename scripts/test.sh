@@ -17,9 +17,13 @@ export JAX_COMPILATION_CACHE_DIR="$cache_dir"
 # The fast suite and the slow end-to-end tests in one call (-m overrides pyproject's
 # "not slow"), so that both cores stay busy to the end; --dist loadfile: a test file's
 # module-scoped fixtures (compiled models, prepared videos) are built once, on one worker.
-python -m pytest -q -n 2 --dist loadfile -m "not tpu" --durations=15 "${pytest_args[@]}"
+python -m pytest -q -n 2 --dist loadfile -m "not tpu and not beam" --durations=15 "${pytest_args[@]}"
 # Pod compilation (tools/aot.py against TPU topologies): libtpu lives in its own venv, since
 # with libtpu installed every `import jax` probes for a TPU first. It is a layer on .venv: libtpu
 # only, the rest from .venv.
 SYNCLIPMAE_VENV="$repo/.venv-tpu" SYNCLIPMAE_BASE_VENV="$repo/.venv" bash "$repo/scripts/setup_env.sh" tpu
 env -u JAX_COMPILATION_CACHE_DIR "$repo/.venv-tpu/bin/python" -m pytest -q -m tpu tests/test_aot.py
+# The TFDS builder generated with Apache Beam: Beam pins an older pillow and protobuf than .venv's,
+# so it lives in its own venv, a layer on .venv as the tpu one is.
+SYNCLIPMAE_VENV="$repo/.venv-beam" SYNCLIPMAE_BASE_VENV="$repo/.venv" bash "$repo/scripts/setup_env.sh" beam
+"$repo/.venv-beam/bin/python" -m pytest -q -m beam tests/test_tfds_builder.py

@@ -50,6 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.directory = ""  # synthetic: cache dir ("" = ~/.cache/synclipmae_jax)
   c.data.train_pattern = ""  # array_record: glob of training shards
   c.data.eval_pattern = ""  # array_record: glob of held-out shards
+  c.data.tfds_name = ""  # tfds: the dataset with its config, e.g. "talking_faces/224px"
+  c.data.tfds_data_dir = ""  # tfds: its data_dir (where `tfds build` wrote it)
+  c.data.tfds_eval_split = "validation"  # tfds: the held-out split
   c.data.global_batch_size = 8  # clips per step, all processes together
   c.data.window_frames = 16  # T consecutive frames per clip
   c.data.worker_count = 0  # grain worker processes (0 = in the main process)

@@ -7,6 +7,8 @@ and each evaluator of `config.evals` checks its own options (`evaluators.common`
 
 from __future__ import annotations
 
+import os
+
 from synclipmae_jax import input_pipeline, objective, photometric, sharding, train_state
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.models import audio_adapter, audio_encoder, remat, synclipmae, vit
@@ -40,6 +42,11 @@ def validate(c, *, num_devices: int, process_count: int = 1, training: bool = Tr
   if c.data.source == "array_record":
     check(bool(c.data.train_pattern) and bool(c.data.eval_pattern),
           "data.train_pattern and data.eval_pattern are required for data.source='array_record'")
+  if c.data.source == "tfds":
+    check(bool(c.data.tfds_name) and bool(c.data.tfds_data_dir)
+          and os.path.isdir(c.data.tfds_data_dir),
+          f"data.source='tfds' needs data.tfds_name (got {c.data.tfds_name!r}) and data.tfds_data_dir, "
+          f"a folder (got {c.data.tfds_data_dir!r})")
   m = c.model
   one_of(m.encoder_size, vit.SIZES, "model.encoder_size")
   check(m.patch_size > 0 and m.image_size % m.patch_size == 0,

@@ -14,9 +14,9 @@ import hashlib
 import json
 import os
 
-from data_pipelines import grain_pipeline, schema, synthetic_dataset
+from data_pipelines import grain_pipeline, schema, synthetic_dataset, tfds_clips
 
-DATA_SOURCES = ("synthetic", "array_record")
+DATA_SOURCES = ("synthetic", "array_record", "tfds")
 
 
 def train_dataset(config, paths: list[str], *, process_index: int = 0, process_count: int = 1):
@@ -31,8 +31,12 @@ def train_dataset(config, paths: list[str], *, process_index: int = 0, process_c
 
 
 def dataset_paths(config) -> tuple[list[str], list[str]]:
-  """Training and held-out shard paths; the synthetic dataset is generated on first use."""
+  """Training and held-out shard paths (for data.source="tfds": the two splits' TFDS clip
+  sources, which the pipelines read alike); the synthetic dataset is generated on first use."""
   d = config.data
+  if d.source == "tfds":
+    return (tfds_clips.TfdsClipSource(d.tfds_name, "train", d.tfds_data_dir),
+            tfds_clips.TfdsClipSource(d.tfds_name, d.tfds_eval_split, d.tfds_data_dir))
   if d.source == "array_record":
     train, held_out = sorted(glob.glob(d.train_pattern)), sorted(glob.glob(d.eval_pattern))
     if not train or not held_out:

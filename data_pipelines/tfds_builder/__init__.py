@@ -1,0 +1,1 @@
+"""TFDS dataset builders of this project (generated with Apache Beam: the `beam` extra)."""

@@ -1,0 +1,149 @@
+r"""`talking_faces`: raw talking-face videos prepared into TFDS, generated with Apache Beam.
+
+  tfds build data_pipelines/tfds_builder/talking_faces --config=224px --manual_dir=videos/ \
+      --data_dir=/data/tfds --file_format=array_record \
+      --beam_pipeline_options="runner=DirectRunner,direct_num_workers=2"
+
+The manual directory holds the videos (a file directly in it is its own speaker, a file in a
+subfolder belongs to the top subfolder, as `synclipmae-prepare --input_dir`), or a `manifest.csv` /
+`manifest.jsonl` with the columns of `synclipmae-prepare --manifest` (paths relative to it), and
+optionally the `labels.json` of the manifest's emotion and action names (data_pipelines/labels.py).
+Speakers, splits (the manifest's, or speaker-disjoint hashed 5 % validation, as the preparation's
+defaults) and clip ids come from `data_pipelines.prepare.plan`; every file goes through
+`process.prepare_file`, the one per-file implementation of the preparation, in a Beam DoFn (the
+detector loaded once per worker), so the clips are the ones `synclipmae-prepare` writes. Files
+that give no clip, and rejected frame ranges, are a side output: JSON lines under
+`<data_dir>/talking_faces_rejects/<config>/<version>/<split>-*.jsonl`. An infrastructure failure
+(out of memory, a failing disk) fails the bundle, so Beam retries it.
+
+Each example is one clip with the fields of data_pipelines/schema.py one to one (frames as their
+encoded JPEG bytes). Read it with Grain through `tfds.data_source` (`data.source="tfds"`,
+data_pipelines/tfds_clips.py). Configs: `224px` (configs/pretrain.py's crops, patch 16) and
+`48px` (configs/demo.py's, patch 8).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_pipelines import labels as labels_lib
+from data_pipelines import schema
+from data_pipelines.prepare import plan, process
+
+REJECTS = "rejects"
+
+
+@dataclasses.dataclass
+class TalkingFacesConfig(tfds.core.BuilderConfig):
+  """How the clips are made (`process.PrepareOptions`) and split."""
+
+  image_size: int = 224
+  margin: float = process.PrepareOptions.margin
+  image_format: str = "jpeg"
+  detector: str = "mtcnn"
+  seed: int = 0
+  validation_fraction: float = 0.05
+  test_fraction: float = 0.0
+
+
+def example_of(clip: schema.Clip, image_format: str) -> dict:
+  """A clip as a `talking_faces` example."""
+  actions = clip.actions if clip.actions is not None else np.zeros((clip.num_frames, 0), np.uint8)
+  return {"clip_id": clip.clip_id, "identity_id": clip.identity_id, "split": clip.split,
+          "image_format": image_format,
+          "frames": [schema.encode_image(f, image_format) for f in clip.frames],
+          "audio": clip.audio, "face_boxes": clip.face_boxes, "mouth_boxes": clip.mouth_boxes,
+          "transcript": clip.transcript, "emotion": clip.emotion, "actions": actions}
+
+
+class _PrepareFile:
+  """The Beam DoFn body: one source file -> its clips (keyed by clip id) and, tagged REJECTS,
+  its rejects."""
+
+  def __init__(self, config: TalkingFacesConfig):
+    self.config = config
+    self.options = process.PrepareOptions(image_size=config.image_size, margin=config.margin,
+                                          image_format=config.image_format)
+    self.detector = None
+
+  def __call__(self, source: dict):
+    import apache_beam as beam  # pylint: disable=import-outside-toplevel
+    from data_pipelines.prepare import face_detector  # pylint: disable=import-outside-toplevel
+    if self.detector is None:  # once per worker
+      self.detector = face_detector.load_detector(self.config.detector)
+    clips = []
+    result = process.prepare_file(process.Source(**source), self.detector, self.options, clips.append)
+    for clip in clips:
+      yield clip.clip_id, example_of(clip, self.config.image_format)
+    for reject in result.rejected:
+      yield beam.pvalue.TaggedOutput(REJECTS, json.dumps({"path": source["path"], **reject}))
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """Talking-face clips prepared from raw videos (data_pipelines/prepare), generated with Beam."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Clips of data_pipelines/schema.py, prepared by process.prepare_file."}
+  BUILDER_CONFIGS = [
+      TalkingFacesConfig(name="224px", description="224 px crops (configs/pretrain.py)"),
+      TalkingFacesConfig(name="48px", image_size=48, description="48 px crops (configs/demo.py)"),
+  ]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """
+  Put the talking-face videos in the manual directory (speakers: one subfolder each, or a file
+  directly in it is its own speaker), or a manifest.csv / manifest.jsonl with the columns path,
+  speaker, split, transcript, emotion, actions (and a labels.json naming the emotions and actions).
+  """
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    tensor = tfds.features.Tensor
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({
+            "clip_id": tfds.features.Scalar(np.int64),
+            "identity_id": tfds.features.Scalar(np.int64),
+            "split": tfds.features.Text(),
+            "image_format": tfds.features.Text(),
+            "frames": tfds.features.Sequence(tensor(shape=(), dtype=np.object_)),
+            "audio": tensor(shape=(None,), dtype=np.int16),
+            "face_boxes": tensor(shape=(None, 4), dtype=np.float32),
+            "mouth_boxes": tensor(shape=(None, 4), dtype=np.float32),
+            "transcript": tfds.features.Text(),
+            "emotion": tfds.features.Scalar(np.int64),
+            "actions": tensor(shape=(None, None), dtype=np.uint8,
+                              encoding=tfds.features.Encoding.ZLIB),
+        }),
+        supervised_keys=None,
+        homepage="https://github.com/synclipmae/synclipmae-jax",
+    )
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    manual = os.fspath(dl_manager.manual_dir)
+    manifests = [os.path.join(manual, m) for m in ("manifest.csv", "manifest.jsonl")
+                 if os.path.exists(os.path.join(manual, m))]
+    rows = plan.read_manifest(manifests[0]) if manifests else plan.scan_folder(manual)
+    c = self.builder_config
+    stored = plan.make_plan(rows, root=None if manifests else manual, seed=c.seed,
+                            validation_fraction=c.validation_fraction, test_fraction=c.test_fraction,
+                            files_per_shard=1, labels=labels_lib.read(manual))
+    return {split: self._generate_examples([s for s in stored["sources"] if s["split"] == split],
+                                           split)
+            for split in schema.SPLITS if any(s["split"] == split for s in stored["sources"])}
+
+  def _generate_examples(self, sources: list[dict], split: str):
+    import apache_beam as beam  # pylint: disable=import-outside-toplevel
+    rejects = os.path.join(os.fspath(self.data_dir_root), f"{self.name}_rejects",
+                           self.builder_config.name, str(self.version), split)
+    prepare_file = _PrepareFile(self.builder_config)
+
+    @beam.ptransform_fn
+    def generate(pipeline):
+      results = (pipeline | "Sources" >> beam.Create(sources)
+                 | "Prepare" >> beam.FlatMap(prepare_file).with_outputs(REJECTS, main="clips"))
+      _ = results[REJECTS] | "Rejects" >> beam.io.WriteToText(rejects, file_name_suffix=".jsonl")
+      return results.clips
+
+    return generate()  # pylint: disable=no-value-for-parameter

@@ -1,0 +1,89 @@
+"""The `talking_faces` TFDS builder (data_pipelines/tfds_builder), generated with Apache Beam's
+DirectRunner from the HDTF fixtures and a broken file: the same clips (frames, audio, boxes, ids,
+splits) as the multiprocessing preparation of the same manifest, the broken file in the rejects
+side output, and a short training run reading the dataset through Grain (`data.source="tfds"`).
+Runs in the beam venv (scripts/test.sh)."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.beam
+pytest.importorskip("apache_beam")
+
+from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=wrong-import-position
+import tensorflow_datasets as tfds  # pylint: disable=wrong-import-position
+
+from configs import demo  # pylint: disable=wrong-import-position
+from data_pipelines import grain_pipeline, schema, tfds_clips  # pylint: disable=wrong-import-position
+from data_pipelines.prepare import plan, prepare, process  # pylint: disable=wrong-import-position
+from data_pipelines.tfds_builder.talking_faces import talking_faces_dataset_builder as builder_lib  # pylint: disable=wrong-import-position
+from fixture_paths import HDTF  # pylint: disable=wrong-import-position
+from synclipmae_jax import train  # pylint: disable=wrong-import-position
+
+NAME = "talking_faces/48px"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+  """(TFDS data_dir, the multiprocessing preparation's output) of one manifest."""
+  root = tmp_path_factory.mktemp("tfds")
+  manual = root / "manual"
+  manual.mkdir()
+  (manual / "broken.mp4").write_bytes(b"not a video" * 100)
+  (manual / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in (
+      {"path": os.path.join(HDTF, "WDA_AlexandriaOcasioCortez_000.mp4"), "speaker": "aoc",
+       "split": "train"},
+      {"path": os.path.join(HDTF, "WDA_KatieHill_000.mp4"), "speaker": "katie", "split": "validation",
+       "transcript": "the whole clip", "emotion": "happy"},
+      {"path": "broken.mp4", "speaker": "nobody", "split": "train"})) + "\n")
+  data_dir = str(root / "data")
+  builder = builder_lib.Builder(config="48px", data_dir=data_dir, file_format="array_record")
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=str(manual), beam_options=PipelineOptions(["--runner=DirectRunner"])))
+  prepared = str(root / "prepared")
+  prepare.prepare(plan.read_manifest(str(manual / "manifest.jsonl")), prepared,
+                  process.PrepareOptions(image_size=48), progress=False)
+  return data_dir, prepared
+
+
+def test_the_same_clips_as_the_multiprocessing_preparation(built):
+  data_dir, prepared = built
+  for split in ("train", "validation"):
+    ours = tfds_clips.TfdsClipSource(NAME, split, data_dir)
+    theirs = grain_pipeline.open_clips(sorted(glob.glob(os.path.join(prepared, f"{split}-*"))))
+    assert len(ours) == len(theirs) == 1
+    assert ours.num_frames.tolist() == theirs.num_frames.tolist() == [200]
+    assert ours.identity_ids.tolist() == theirs.identity_ids.tolist()
+    a, b = ours.clip(0), theirs.clip(0)
+    for key in ("clip_id", "identity_id", "split", "transcript", "emotion", "image_format", "num_frames"):
+      assert a[key] == b[key], key
+    assert a["frames"] == b["frames"]  # the same JPEG bytes
+    for key in ("audio", "face_boxes", "mouth_boxes"):
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert schema.decode_frames(a, 0, 2).shape == (2, 48, 48, 3)
+  assert ours.clip(0)["emotion"] == 1 and ours.clip(0)["transcript"] == "the whole clip"
+
+
+def test_rejects_are_a_side_output(built):
+  data_dir, _ = built
+  lines = [json.loads(line) for path in glob.glob(os.path.join(
+      data_dir, "talking_faces_rejects", "48px", "1.0.0", "train*.jsonl")) for line in open(path)]
+  assert [(os.path.basename(r["path"]), r["reason"]) for r in lines] == [("broken.mp4", "unreadable")]
+
+
+def test_a_training_run_reads_it_through_grain(built, tmp_path):
+  data_dir, _ = built
+  config = demo.get_config()
+  config.data.update(source="tfds", tfds_name=NAME, tfds_data_dir=data_dir, global_batch_size=8,
+                     window_frames=8)
+  config.update(num_train_steps=2, log_every_steps=1, checkpoint_every_steps=2, image_every_steps=2)
+  config.evals.sync.update(every_steps=2, num_clips=1, trials_per_clip=2, pool_size=8)
+  train.train_and_evaluate(config, str(tmp_path))
+  with open(tmp_path / "metrics.json") as f:
+    metrics = json.load(f)
+  assert metrics["step"] == 2 and np.isfinite(metrics["loss/total"])
+  assert "sync/acc_k5" in metrics
