@@ -33,7 +33,7 @@ def _flip_boxes(boxes: np.ndarray) -> np.ndarray:
   return np.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], axis=1)
 
 
-def _sample_window(clip: int, rng: np.random.Generator, *, source: clip_records.ClipSource,
+def _sample_window(clip: int, rng: np.random.Generator, *, source: clip_records.ClipAccess,
                    window_frames: int, audio_context_frames: int,
                    horizontal_flip: float) -> dict[str, np.ndarray]:
   """Clip index -> a random aligned window of `window_frames` frames and their audio, reading
