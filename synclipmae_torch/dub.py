@@ -5,10 +5,11 @@ r"""`synclipmae-dub`: a source video and a target speech track (audio-driven) or
   synclipmae-dub --run=/tmp/dub --video=talk.mp4 --driving_video=actor.mp4 --out=dubbed.mp4
 
 The source's face is tracked (the preparation's detector and tracking, `data_pipelines.prepare`);
-one square window around the whole track (the preparation's crop margin) is cut from every frame
-and resized to `--size`; WanVACE with the AudioPack regenerates its lower face (the training's
-mask, `dub_samples.lower_face_mask`) in segments of 17 frames, each with the source's first frame
-as the identity reference and the previous segment's last generated frame as the continuity
+the video is dubbed in segments of 17 frames, each in one square window around its own frames'
+face boxes (the preparation's crop margin; the window follows a moving speaker) resized to
+`--size`: WanVACE with the AudioPack regenerates the lower face (the training's mask,
+`dub_samples.lower_face_mask`) with the source's first frame (in its own face window) as the
+identity reference and the frame before the segment, as dubbed so far, as the continuity
 reference (none for the first); the last segment is padded with its final frame and cut back. The
 generated window goes back into the frame only inside the mask: every pixel outside it is the
 source's. The output has the source's frames at 25 fps and the new audio (the speech, or the
@@ -107,11 +108,17 @@ def control_tokens(tokenizer, num_frames: int, speech: str | None, driving_video
   return vocal["vocal"], audio
 
 
+def _crop(frame: np.ndarray, window, size: int) -> np.ndarray:
+  x0, y0, x1, y1 = window
+  return np.asarray(Image.fromarray(frame[y0:y1, x0:x1]).resize((size, size), Image.BICUBIC))
+
+
 def dub(run: str, video: str, out: str, *, speech: str | None = None, driving_video: str | None = None,
         size: int = 256, steps: int = 30, guidance_scale: float = 1.0, seed: int = 0,
         detector: str = "mtcnn", device: str = "auto") -> dict:
-  """Writes the dubbed video to `out`; returns {"frames", "segments", "window": the face window
-  (x0, y0, x1, y1), "regenerated_box": the bounding box of every pixel the mask regenerates}."""
+  """Writes the dubbed video to `out`; returns {"frames", "segments", "windows": each segment's
+  face window (x0, y0, x1, y1), "regenerated_box": the bounding box of every pixel the masks
+  regenerate}."""
   config, pipe, pack, tokenizer = load_run(run, device)
   base = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
   if size % base:
@@ -120,26 +127,30 @@ def dub(run: str, video: str, out: str, *, speech: str | None = None, driving_vi
   frames, boxes, mouths = face_window(video, detector)
   n, (height, width) = len(frames), frames[0].shape[:2]
   tokens, audio = control_tokens(tokenizer, n, speech, driving_video)
-  x0, y0, x1, y1 = window_of(boxes, MARGIN, width, height)
-  side = x1 - x0
-  rel_faces = crop.normalise(boxes, np.tile([[x0, y0, x1, y1]], (n, 1)).astype(np.float32))
-  rel_mouths = crop.normalise(mouths, np.tile([[x0, y0, x1, y1]], (n, 1)).astype(np.float32))
-  masks = dub_samples.lower_face_mask(rel_faces, rel_mouths, size, size)
-  paste = dub_samples.lower_face_mask(rel_faces, rel_mouths, side, side) > 0.5
-  windows = [np.asarray(Image.fromarray(f[y0:y1, x0:x1]).resize((size, size), Image.BICUBIC))
-             for f in frames]
+  # The identity reference: the first frame in its own face window.
+  identity = Image.fromarray(_crop(frames[0], window_of(boxes[:1], MARGIN, width, height), size))
   prompt = torch.zeros(1, config.prompt_length, pipe.transformer.config.text_dim,
                        device=tokenizer.pixel_mean.device)
   f = dub_samples.TARGET_FRAMES
   out_frames = [fr.copy() for fr in frames]
-  continuity, segments = None, 0
+  regenerated = np.zeros((height, width), bool)
+  windows = []
   for start in range(0, n, f):
     index = np.minimum(np.arange(start, start + f), n - 1)  # the last segment: its final frame repeated
-    references = [Image.fromarray(windows[0])] + ([Image.fromarray(continuity)] if continuity is not None else [])
+    # This segment's window follows the face: around its own frames' boxes.
+    x0, y0, x1, y1 = window = window_of(boxes[index], MARGIN, width, height)
+    side = x1 - x0
+    box = np.tile([[x0, y0, x1, y1]], (len(index), 1)).astype(np.float32)
+    rel_faces, rel_mouths = crop.normalise(boxes[index], box), crop.normalise(mouths[index], box)
+    masks = dub_samples.lower_face_mask(rel_faces, rel_mouths, size, size)
+    paste = dub_samples.lower_face_mask(rel_faces, rel_mouths, side, side) > 0.5
+    # The continuity reference: the frame before the segment as dubbed so far, in this window.
+    references = [identity] + ([Image.fromarray(_crop(out_frames[start - 1], window, size))]
+                               if start else [])
     segment_tokens = tokens[torch.from_numpy(index)][None].float()
     with pack.conditioning(segment_tokens, len(references)), torch.no_grad():
-      generated = pipe(video=[Image.fromarray(windows[i]) for i in index],
-                       mask=[Image.fromarray((masks[i] * 255).astype(np.uint8)).convert("RGB") for i in index],
+      generated = pipe(video=[Image.fromarray(_crop(frames[i], window, size)) for i in index],
+                       mask=[Image.fromarray((m * 255).astype(np.uint8)).convert("RGB") for m in masks],
                        reference_images=references, prompt_embeds=prompt, height=size, width=size,
                        num_frames=f, num_inference_steps=steps, guidance_scale=guidance_scale,
                        generator=torch.Generator().manual_seed(seed + start), output_type="np").frames[0]
@@ -149,14 +160,14 @@ def dub(run: str, video: str, out: str, *, speech: str | None = None, driving_vi
         break  # padding
       back = np.asarray(Image.fromarray(generated[k]).resize((side, side), Image.BICUBIC))
       region = out_frames[i][y0:y1, x0:x1]
-      out_frames[i][y0:y1, x0:x1] = np.where(paste[i][..., None], back, region)
-    continuity = generated[min(f, n - start) - 1]
-    segments += 1
+      out_frames[i][y0:y1, x0:x1] = np.where(paste[k][..., None], back, region)
+      regenerated[y0:y1, x0:x1] |= paste[k]
+    windows.append([int(v) for v in window])
   encode.write_video(out, out_frames, audio, options={"crf": str(CRF)})
-  rows, cols = np.nonzero(paste.any(axis=0))
-  return {"frames": n, "segments": segments, "window": [int(v) for v in (x0, y0, x1, y1)],
-          "regenerated_box": [int(x0 + cols.min()), int(y0 + rows.min()), int(x0 + cols.max()) + 1,
-                              int(y0 + rows.max()) + 1]}
+  rows, cols = np.nonzero(regenerated)
+  return {"frames": n, "segments": len(windows), "windows": windows,
+          "regenerated_box": [int(cols.min()), int(rows.min()), int(cols.max()) + 1,
+                              int(rows.max()) + 1]}
 
 
 def run() -> None:
