@@ -7,6 +7,8 @@ Runs in the beam venv (scripts/test.sh)."""
 import glob
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -87,3 +89,19 @@ def test_a_training_run_reads_it_through_grain(built, tmp_path):
     metrics = json.load(f)
   assert metrics["step"] == 2 and np.isfinite(metrics["loss/total"])
   assert "sync/acc_k5" in metrics
+
+
+def test_the_readme_command_line_builds_it_with_two_worker_processes(tmp_path):
+  """`tfds build` as README gives it (DirectRunner, 2 worker processes), on the fixture folder."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, "-m", "tensorflow_datasets.scripts.cli.main", "build",
+       "data_pipelines/tfds_builder/talking_faces", "--config=48px", f"--manual_dir={HDTF}",
+       f"--data_dir={tmp_path}", "--file_format=array_record",
+       "--beam_pipeline_options=runner=DirectRunner,direct_num_workers=2,"
+       "direct_running_mode=multi_processing"],
+      cwd=repo, capture_output=True, text=True, timeout=900,
+      env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=repo))
+  assert result.returncode == 0, result.stderr[-3000:]
+  source = tfds_clips.TfdsClipSource(NAME, "train", str(tmp_path))
+  assert len(source) == 2 and source.num_frames.tolist() == [200, 200]

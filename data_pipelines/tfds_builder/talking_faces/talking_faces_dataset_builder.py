@@ -1,7 +1,8 @@
-r"""`talking_faces`: raw talking-face videos prepared into TFDS, generated with Apache Beam.
+r"""`talking_faces`: raw talking-face videos prepared into TFDS, generated with Apache Beam (`tfds
+build`, run as a module: the beam venv layers on .venv, whose bin/ holds the `tfds` script).
 
-  tfds build data_pipelines/tfds_builder/talking_faces --config=224px --manual_dir=videos/ \
-      --data_dir=/data/tfds --file_format=array_record \
+  python -m tensorflow_datasets.scripts.cli.main build data_pipelines/tfds_builder/talking_faces \
+      --config=224px --manual_dir=videos/ --data_dir=/data/tfds --file_format=array_record \
       --beam_pipeline_options="runner=DirectRunner,direct_num_workers=2"
 
 The manual directory holds the videos (a file directly in it is its own speaker, a file in a
@@ -25,7 +26,6 @@ data_pipelines/tfds_clips.py). Configs: `224px` (configs/pretrain.py's crops, pa
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -34,9 +34,7 @@ import tensorflow_datasets as tfds
 from data_pipelines import labels as labels_lib
 from data_pipelines import schema
 from data_pipelines.prepare import plan, process
-
-REJECTS = "rejects"
-
+from data_pipelines.tfds_builder import beam_prepare
 
 @dataclasses.dataclass
 class TalkingFacesConfig(tfds.core.BuilderConfig):
@@ -49,39 +47,6 @@ class TalkingFacesConfig(tfds.core.BuilderConfig):
   seed: int = 0
   validation_fraction: float = 0.05
   test_fraction: float = 0.0
-
-
-def example_of(clip: schema.Clip, image_format: str) -> dict:
-  """A clip as a `talking_faces` example."""
-  actions = clip.actions if clip.actions is not None else np.zeros((clip.num_frames, 0), np.uint8)
-  return {"clip_id": clip.clip_id, "identity_id": clip.identity_id, "split": clip.split,
-          "image_format": image_format,
-          "frames": [schema.encode_image(f, image_format) for f in clip.frames],
-          "audio": clip.audio, "face_boxes": clip.face_boxes, "mouth_boxes": clip.mouth_boxes,
-          "transcript": clip.transcript, "emotion": clip.emotion, "actions": actions}
-
-
-class _PrepareFile:
-  """The Beam DoFn body: one source file -> its clips (keyed by clip id) and, tagged REJECTS,
-  its rejects."""
-
-  def __init__(self, config: TalkingFacesConfig):
-    self.config = config
-    self.options = process.PrepareOptions(image_size=config.image_size, margin=config.margin,
-                                          image_format=config.image_format)
-    self.detector = None
-
-  def __call__(self, source: dict):
-    import apache_beam as beam  # pylint: disable=import-outside-toplevel
-    from data_pipelines.prepare import face_detector  # pylint: disable=import-outside-toplevel
-    if self.detector is None:  # once per worker
-      self.detector = face_detector.load_detector(self.config.detector)
-    clips = []
-    result = process.prepare_file(process.Source(**source), self.detector, self.options, clips.append)
-    for clip in clips:
-      yield clip.clip_id, example_of(clip, self.config.image_format)
-    for reject in result.rejected:
-      yield beam.pvalue.TaggedOutput(REJECTS, json.dumps({"path": source["path"], **reject}))
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -137,13 +102,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     import apache_beam as beam  # pylint: disable=import-outside-toplevel
     rejects = os.path.join(os.fspath(self.data_dir_root), f"{self.name}_rejects",
                            self.builder_config.name, str(self.version), split)
-    prepare_file = _PrepareFile(self.builder_config)
+    c = self.builder_config
+    prepare_file = beam_prepare.PrepareFile(
+        process.PrepareOptions(image_size=c.image_size, margin=c.margin, image_format=c.image_format),
+        c.detector)
 
     @beam.ptransform_fn
     def generate(pipeline):
       results = (pipeline | "Sources" >> beam.Create(sources)
-                 | "Prepare" >> beam.FlatMap(prepare_file).with_outputs(REJECTS, main="clips"))
-      _ = results[REJECTS] | "Rejects" >> beam.io.WriteToText(rejects, file_name_suffix=".jsonl")
+                 | "Prepare" >> beam.FlatMap(prepare_file).with_outputs(beam_prepare.REJECTS,
+                                                                        main="clips"))
+      _ = (results[beam_prepare.REJECTS]
+           | "Rejects" >> beam.io.WriteToText(rejects, file_name_suffix=".jsonl"))
       return results.clips
 
     return generate()  # pylint: disable=no-value-for-parameter
