@@ -40,7 +40,6 @@ AUDIO_CHUNK_FRAMES = 25  # frames of audio per audio record: 1 s, 32 000 bytes
 
 def header_fields(clip: schema.Clip, image_format: str) -> dict:
   """The stored fields of a clip's header (without the layout's own: `encoded_records` adds them)."""
-  actions = clip.actions if clip.actions is not None else np.zeros((clip.num_frames, 0), np.uint8)
   return {
       "clip_id": int(clip.clip_id),
       "identity_id": int(clip.identity_id),
@@ -52,7 +51,7 @@ def header_fields(clip: schema.Clip, image_format: str) -> dict:
       "mouth_boxes": clip.mouth_boxes.astype("<f4").tobytes(),
       "transcript": clip.transcript,
       "emotion": int(clip.emotion),
-      "actions": np.ascontiguousarray(actions, np.uint8).tobytes(),
+      "actions": clip.stored_actions.tobytes(),
   }
 
 

@@ -80,6 +80,13 @@ class Clip:
   def num_frames(self) -> int:
     return len(self.frames)
 
+  @property
+  def stored_actions(self) -> np.ndarray:
+    """The actions as stored: uint8 [N, A], [N, 0] for a clip without action labels."""
+    if self.actions is None:
+      return np.zeros((self.num_frames, 0), np.uint8)
+    return np.ascontiguousarray(self.actions, np.uint8)
+
 
 def encode_image(image: np.ndarray, image_format: str) -> bytes:
   buf = io.BytesIO()

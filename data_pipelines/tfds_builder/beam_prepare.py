@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from data_pipelines import schema
 from data_pipelines.prepare import face_detector, process
 
@@ -16,12 +14,11 @@ REJECTS = "rejects"
 
 def example_of(clip: schema.Clip, image_format: str) -> dict:
   """A clip as a `talking_faces` example."""
-  actions = clip.actions if clip.actions is not None else np.zeros((clip.num_frames, 0), np.uint8)
   return {"clip_id": clip.clip_id, "identity_id": clip.identity_id, "split": clip.split,
           "image_format": image_format,
           "frames": [schema.encode_image(f, image_format) for f in clip.frames],
           "audio": clip.audio, "face_boxes": clip.face_boxes, "mouth_boxes": clip.mouth_boxes,
-          "transcript": clip.transcript, "emotion": clip.emotion, "actions": actions}
+          "transcript": clip.transcript, "emotion": clip.emotion, "actions": clip.stored_actions}
 
 
 class PrepareFile:
