@@ -167,7 +167,7 @@ def probe_eval_config(**overrides) -> ml_collections.ConfigDict:
   records ("" = the labelled synthetic set `synthetic`); feature: evaluators/probe.py FEATURES."""
   c = ml_collections.ConfigDict(dict(
       type="probe", every_steps=1000, pattern="",
-      synthetic=dict(num_identities=40, clips_per_identity=6, clip_frames=80, seed=0),
+      synthetic=dict(num_identities=400, clips_per_identity=6, clip_frames=80, seed=0),
       clip_frames=(16, 80), tasks=("emotion", "actions"), feature="motion",
       learning_rates=(1e-3, 1e-2, 1e-1), weight_decays=(0.0, 1e-3, 1e-1), steps=500,
       frames_per_call=256))
