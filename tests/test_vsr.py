@@ -7,6 +7,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from data_pipelines.synthetic import phones
@@ -47,6 +48,11 @@ def test_ctc_loss_is_the_negative_log_likelihood_summed_over_alignments():
     paths = _path_log_probs(np.asarray(log_probs), range(V))
     expected.append(-_log_sum(lp for p, lp in paths.items() if _collapse(p) == target))
   np.testing.assert_allclose(got, np.mean(expected), rtol=1e-5)
+  # optax.ctc_loss on each utterance cut to its real frames and units (no padding at all).
+  unpadded = [optax.ctc_loss(logits[b:b + 1, :n], np.zeros((1, n)), np.array([target]),
+                             np.zeros((1, len(target))), blank_id=text_units.BLANK)[0]
+              for b, (n, target) in enumerate(((4, (4, 4)), (3, (5,))))]
+  np.testing.assert_allclose(got, np.mean(unpadded), rtol=1e-5)
 
 
 def test_decoder_io_and_the_attention_loss_ignore_padding():
