@@ -172,8 +172,7 @@ def run() -> None:
   flags.DEFINE_string("synclipmae", None, "A synclipmae-export folder.")
   flags.DEFINE_string("wav2vec2", None, "The run's local wav2vec 2.0 directory (that front end only).")
   flags.DEFINE_string("syncnet", None, "SyncNet's weights (syncnet_v2.model) for LSE-C / LSE-D.")
-  flags.DEFINE_string("detector", Preparation.detector, "The preparation's face detector.")
-  flags.DEFINE_float("crop_margin", Preparation.margin, "Crop side = (1 + 2 margin) x the face box.")
+  prepare.define_video_preparation_flags(flags)
   flags.DEFINE_string("report", "", "Write the JSON report here.")
   flags.mark_flags_as_required(["video", "synclipmae"])
 

@@ -156,6 +156,18 @@ def prepare_video(video: str, folder: str, options: process.PrepareOptions,
   return found, len(kept)
 
 
+DETECTOR_HELP = ("face detector: 'mtcnn', 'whole_frame' (the videos are face crops already; with "
+                 "a crop margin of 0 the frames are kept whole) or 'package.module:Class'")
+
+
+def define_video_preparation_flags(flags) -> None:
+  """--detector and --crop_margin (absl flags) of the tools that prepare single videos with
+  `prepare_video` (fix-sync, sync-eval --videos, dub-score)."""
+  flags.DEFINE_string("detector", "mtcnn", "The preparation's " + DETECTOR_HELP + ".")
+  flags.DEFINE_float("crop_margin", process.PrepareOptions.margin,
+                     "Crop side = (1 + 2 margin) x the face box's longer side.")
+
+
 @contextlib.contextmanager
 def _task_lock(output: str, task_index: int, num_tasks: int):
   """Held while this process prepares its task: a second process started on the same task
@@ -236,7 +248,8 @@ def main(argv: list[str] | None = None) -> dict | None:
   p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
   p.add_argument("--files_per_shard", type=int, default=16)
   p.add_argument("--image_size", type=int, default=224, help="crop side in pixels")
-  p.add_argument("--margin", type=float, default=0.2, help="crop margin around the face")
+  p.add_argument("--margin", type=float, default=process.PrepareOptions.margin,
+                 help="crop margin around the face")
   p.add_argument("--image_format", choices=("jpeg", "png"), default="jpeg")
   p.add_argument("--detect_size", type=int, default=224,
                  help="shorter side of the frames given to the detector")
@@ -257,8 +270,7 @@ def main(argv: list[str] | None = None) -> dict | None:
   p.add_argument("--seed", type=int, default=0, help="seed of the hashed splits")
   p.add_argument("--validation_fraction", type=float, default=0.05)
   p.add_argument("--test_fraction", type=float, default=0.0)
-  p.add_argument("--detector", default="mtcnn", help="'mtcnn', 'whole_frame' (the videos are face "
-                 "crops: use with --margin=0) or 'package.module:Class'")
+  p.add_argument("--detector", default="mtcnn", help=DETECTOR_HELP)
   p.add_argument("--detector_arg", action="append", default=[], metavar="KEY=VALUE",
                  help="argument of the detector (repeatable), e.g. weights=/path/model.onnx")
   p.add_argument("--num_tasks", type=int, default=1, help="machines sharing the work")

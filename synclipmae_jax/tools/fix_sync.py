@@ -101,15 +101,6 @@ def write_corrected(video: str, out: str, report: dict, min_confidence: float) -
   encode.remux(video, out, audio_shift=report["lag_frames"] / schema.FPS, keep_duration=True)
 
 
-def define_preparation_flags(flags) -> None:
-  """--detector and --crop_margin: how raw videos are prepared (fix-sync and sync-eval --videos)."""
-  flags.DEFINE_string("detector", "mtcnn", "Face detector of the preparation: 'mtcnn', "
-                      "'whole_frame' (the videos are face crops already; with --crop_margin=0 the "
-                      "frames are kept whole) or 'package.module:Class'.")
-  flags.DEFINE_float("crop_margin", process.PrepareOptions.margin,
-                     "Crop side = (1 + 2 margin) x the face box's longer side.")
-
-
 def main(flags_) -> None:
   estimator = Estimator(flags_.workdir, flags_.step, detector=flags_.detector,
                         margin=flags_.crop_margin)
@@ -135,7 +126,7 @@ def run() -> None:
   flags.DEFINE_float("min_confidence", 0.02, "Confidence (median - min of the distance curve) "
                      "needed to write --out; model-dependent.")
   flags.DEFINE_string("report", "", "Write the JSON report here.")
-  define_preparation_flags(flags)
+  prepare.define_video_preparation_flags(flags)
   flags.mark_flags_as_required(["workdir", "video"])
 
   def entry(argv):

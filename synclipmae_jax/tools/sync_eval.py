@@ -36,7 +36,7 @@ import os
 import numpy as np
 
 from data_pipelines import schema
-from data_pipelines.prepare import plan
+from data_pipelines.prepare import plan, prepare
 from synclipmae_jax import checkpointing, input_pipeline, tasks
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.evaluators import sync as sync_evaluator
@@ -254,7 +254,7 @@ def run() -> None:
                       "manifest (.csv / .jsonl with a path column); per video its lag and curve.")
   flags.DEFINE_multi_string("option", [], "A sync evaluator option key=value (evals.sync), e.g. "
                             "num_clips=64 or windows=[1,5,15].")
-  fix_sync.define_preparation_flags(flags)  # for --videos
+  prepare.define_video_preparation_flags(flags)  # for --videos
   flags.mark_flags_as_required(["workdir"])
   app.run(lambda argv: main(flags.FLAGS))
 
