@@ -17,7 +17,10 @@ clip is scored:
   `confidence` are those of the whole video's curve (> 0: the video lags the audio).
 - SyncNet (`--syncnet`: the public `syncnet_v2.model`, or any file in its layout): offset, LSE-D
   and LSE-C with the public code's conventions (`syncnet.evaluate`) on 224 px BGR crops of the
-  same face track, prepared a second time at 224 px when the model's size differs. The crop side
+  same face track. The video is prepared once, at the larger of the model's size and 224 px, and
+  resized for the other with the preparation's filter (`at_size`), so face detection runs once;
+  the model then sees its frames resized from the 224 px crops (JPEG-compressed at that size)
+  rather than cropped from the source at its size as in training. The crop side
   is 1.4 times the face box's (the preparation's default margin 0.2, as the public pipeline's crop
   scale 0.4) but centred on the box, where the public crop runs from the box's top to 0.4 sides
   below its bottom (0.2 sides lower), and the boxes come from MTCNN instead of S3FD: compare LSE
@@ -38,7 +41,7 @@ import numpy as np
 import torch
 
 from data_pipelines import audio_windows, grain_pipeline
-from data_pipelines.prepare import prepare, process
+from data_pipelines.prepare import crop, prepare, process
 from synclipmae_jax import sync_metrics
 from synclipmae_torch import syncnet, tokens as tokens_lib
 
@@ -79,6 +82,16 @@ def syncnet_clip(model: syncnet.SyncNet, clip: dict) -> syncnet.LseResult | None
     return None
   samples = np.round(clip["audio"] * audio_windows.INT16_SCALE).astype(np.int16)
   return syncnet.evaluate(model, clip["frames"][..., ::-1], samples)  # RGB -> BGR, as cv2 reads
+
+
+def at_size(clips: list[dict], size: int) -> list[dict]:
+  """The prepared clips with their square frames resized to size x size by the preparation's own
+  resampling (`crop.crop_frame` over the whole frame); the same clips when already that size."""
+  if not clips or clips[0]["frames"].shape[1] == size:
+    return clips
+  return [dict(c, frames=np.stack([crop.crop_frame(f, np.array([0.0, 0.0, f.shape[1], f.shape[0]]),
+                                                   size) for f in c["frames"]]))
+          for c in clips]
 
 
 def _weighted(parts: list[dict], key: str, weight: str = "windows") -> float:
@@ -124,19 +137,22 @@ class Scorer:
     return grain_pipeline.load_eval_clips(paths)
 
   def __call__(self, video: str) -> dict:
+    size = self.tokenizer.image_size
+    if self.syncnet is not None:
+      size = max(size, syncnet.CROP)
     with tempfile.TemporaryDirectory() as scratch:
-      clips = self._clips(video, os.path.join(scratch, "model"), self.tokenizer.image_size)
-      parts = [p for p in (synclipmae_clip(self.tokenizer, c) for c in clips) if p is not None]
-      if not parts:
-        raise prepare.NothingKept(f"{video}: no prepared clip has the {2 * MAX_LAG + WINDOW} frames "
-                                  "a score needs")
-      report = {"video": os.path.abspath(video), "frames": sum(len(c["frames"]) for c in clips),
-                "clips": len(clips), "synclipmae": _synclipmae_video(parts)}
-      if self.syncnet is not None:
-        crops = (clips if self.tokenizer.image_size == syncnet.CROP else
-                 self._clips(video, os.path.join(scratch, "syncnet"), syncnet.CROP))
-        lse = [r for r in (syncnet_clip(self.syncnet, c) for c in crops) if r is not None]
-        report["syncnet"] = _syncnet_video(lse) if lse else None
+      prepared = self._clips(video, scratch, size)
+    clips = at_size(prepared, self.tokenizer.image_size)
+    parts = [p for p in (synclipmae_clip(self.tokenizer, c) for c in clips) if p is not None]
+    if not parts:
+      raise prepare.NothingKept(f"{video}: no prepared clip has the {2 * MAX_LAG + WINDOW} frames "
+                                "a score needs")
+    report = {"video": os.path.abspath(video), "frames": sum(len(c["frames"]) for c in clips),
+              "clips": len(clips), "synclipmae": _synclipmae_video(parts)}
+    if self.syncnet is not None:
+      lse = [r for r in (syncnet_clip(self.syncnet, c) for c in at_size(prepared, syncnet.CROP))
+             if r is not None]
+      report["syncnet"] = _syncnet_video(lse) if lse else None
     return report
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+from PIL import Image
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -75,13 +76,18 @@ def test_report_lists_the_scored_video_and_the_broken_one_with_its_reason(report
 
 
 def test_synclipmae_figures_are_the_tokens_lag_curves(report, folders, tmp_path):
+  """With --syncnet the video is prepared once at 224 px; the model's frames are those crops
+  resized to its size (Pillow's bicubic filter, as the preparation resamples)."""
   exported, _ = folders
   tokenizer = tokens_lib.SyncTokenizer.from_pretrained(exported)
-  clips = prepared(VIDEO, tokenizer.image_size, str(tmp_path / "p"))
+  clips = prepared(VIDEO, syncnet.CROP, str(tmp_path / "p"))
+  n = tokenizer.image_size
   dists = []
   for clip in clips:
+    frames = np.stack([np.asarray(Image.fromarray(f).resize((n, n), Image.BICUBIC))
+                       for f in clip["frames"]])
     with torch.no_grad():
-      out = tokenizer(clip["frames"], clip["face_boxes"], clip["mouth_boxes"],
+      out = tokenizer(frames, clip["face_boxes"], clip["mouth_boxes"],
                       torch.from_numpy(clip["audio"]))
     audio, vocal = out["audio"].numpy(), out["vocal"].numpy()
     dists.append(sync_metrics.lag_distance_matrix(audio[15:-15], vocal, 15))
