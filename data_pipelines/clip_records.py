@@ -6,11 +6,12 @@ A clip is a run of consecutive records of its shard:
 | record             | content                                                              |
 |--------------------|----------------------------------------------------------------------|
 | header             | msgpack map: the schema's fields except `frames` and `audio` (boxes  |
-|                    | and actions as bytes, as schema.py lists them), plus `layout` (2),   |
-|                    | `num_frames` N and `audio_chunk_frames` K                             |
+|                    | and actions as bytes, as schema.py lists them), plus `layout` (2)    |
+|                    | and `num_frames` N                                                   |
 | N frame records    | one encoded image each (`image_format`: PNG or JPEG bytes)           |
 | ceil(N / K) audio  | int16 little-endian samples of K frames each (640 K; the last one    |
-| records            | shorter): the clip's 640 N samples in order                          |
+| records            | shorter): the clip's 640 N samples in order; K = AUDIO_CHUNK_FRAMES  |
+|                    | (25) is part of the layout (another K would be another layout)       |
 
 and the shard's last record is its index: a msgpack map `{"layout": 2, "clips": [[header
 position, N, identity_id], ...]}`. A reader opens every shard's index once (`ClipSource`), so the
@@ -35,7 +36,7 @@ from array_record.python import array_record_module
 from data_pipelines import audio_windows, schema
 
 LAYOUT = 2
-AUDIO_CHUNK_FRAMES = 25  # frames of audio per audio record: 1 s, 32 000 bytes
+AUDIO_CHUNK_FRAMES = 25  # frames of audio per audio record (1 s, 32 000 bytes) in LAYOUT 2
 
 
 def header_fields(clip: schema.Clip, image_format: str) -> dict:
@@ -60,8 +61,7 @@ def encoded_records(fields: dict, frames: list[bytes], audio: bytes) -> list[byt
   n = len(frames)
   if len(audio) != 2 * schema.SAMPLES_PER_FRAME * n:
     raise ValueError(f"clip {fields.get('clip_id')}: {len(audio) // 2} audio samples for {n} frames")
-  header = msgpack.packb({**fields, "layout": LAYOUT, "num_frames": n,
-                          "audio_chunk_frames": AUDIO_CHUNK_FRAMES}, use_bin_type=True)
+  header = msgpack.packb({**fields, "layout": LAYOUT, "num_frames": n}, use_bin_type=True)
   chunk = 2 * schema.SAMPLES_PER_FRAME * AUDIO_CHUNK_FRAMES
   return [header] + list(frames) + [audio[k:k + chunk] for k in range(0, len(audio), chunk)]
 

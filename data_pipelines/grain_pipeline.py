@@ -39,10 +39,7 @@ def _sample_window(clip: int, rng: np.random.Generator, *, source: clip_records.
   """Clip index -> a random aligned window of `window_frames` frames and their audio, reading
   only those frames and that audio (clip_records.py); the frames stay encoded (`_decode_batch`
   decodes a whole batch into its array)."""
-  n = int(source.num_frames[clip])
-  if n < window_frames:
-    raise ValueError(f"clip {source.header(clip)['clip_id']} has {n} frames, fewer than "
-                     f"window_frames={window_frames}")
+  n = int(source.num_frames[clip])  # >= window_frames: make_train_dataset checked every clip
   start = int(rng.integers(0, n - window_frames + 1))
   stop = start + window_frames
   r = source.window(clip, start, stop, audio_context_frames)
@@ -88,8 +85,8 @@ def open_clips(paths) -> clip_records.ClipAccess:
   return clip_records.ClipSource(list(paths))
 
 
-def make_train_dataset(paths: list[str] | clip_records.ClipAccess, *, global_batch_size: int, window_frames: int, seed: int,
-                       process_index: int = 0, process_count: int = 1,
+def make_train_dataset(paths: list[str] | clip_records.ClipAccess, *, global_batch_size: int,
+                       window_frames: int, seed: int, process_index: int = 0, process_count: int = 1,
                        horizontal_flip: float = 0.0, audio_context_frames: int = 0,
                        clips_per_identity: int = 0, read_threads: int = 2) -> grain.IterDataset:
   """Infinite, shuffled training batches of aligned audio-video windows for one process.
@@ -132,6 +129,11 @@ def make_train_dataset(paths: list[str] | clip_records.ClipAccess, *, global_bat
   if not 0.0 <= horizontal_flip <= 1.0:
     raise ValueError(f"horizontal_flip must be a probability, got {horizontal_flip}")
   source = open_clips(paths)
+  short = np.flatnonzero(source.num_frames < window_frames)
+  if len(short):
+    raise ValueError(f"clip {source.header(int(short[0]))['clip_id']} has "
+                     f"{source.num_frames[short[0]]} frames, fewer than window_frames="
+                     f"{window_frames} ({len(short)} of {len(source)} clips are that short)")
   clips = range(len(source))  # the dataset is over clip indices; windows read their records
   if clips_per_identity:
     ds = grain.MapDataset.source(identity_groups.IdentityGroupedRecords(

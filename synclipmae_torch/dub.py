@@ -34,7 +34,7 @@ MARGIN = process.PrepareOptions.margin  # the preparation's crop margin around t
 CRF = 17  # x264's constant rate factor of the output: visually lossless, the source kept as it was
 
 
-def face_window(video: str, detector: str = "mtcnn") -> tuple[list, np.ndarray, np.ndarray]:
+def face_window(video: str, detector: str = face_detector.DEFAULT) -> tuple[list, np.ndarray, np.ndarray]:
   """(frames uint8 [H, W, 3] at 25 fps, the face track's boxes [F, 4] and mouth boxes [F, 4] in
   pixels) of `video`'s one face track (the preparation's detection and tracking,
   `process.track_video`), which must cover every frame."""
@@ -108,14 +108,9 @@ def control_tokens(tokenizer, num_frames: int, speech: str | None, driving_video
   return vocal["vocal"], audio
 
 
-def _crop(frame: np.ndarray, window, size: int) -> np.ndarray:
-  x0, y0, x1, y1 = window
-  return np.asarray(Image.fromarray(frame[y0:y1, x0:x1]).resize((size, size), Image.BICUBIC))
-
-
 def dub(run: str, video: str, out: str, *, speech: str | None = None, driving_video: str | None = None,
         size: int = 256, steps: int = 30, guidance_scale: float = 1.0, seed: int = 0,
-        detector: str = "mtcnn", device: str = "auto") -> dict:
+        detector: str = face_detector.DEFAULT, device: str = "auto") -> dict:
   """Writes the dubbed video to `out`; returns {"frames", "segments", "windows": each segment's
   face window (x0, y0, x1, y1), "regenerated_box": the bounding box of every pixel the masks
   regenerate}."""
@@ -128,7 +123,7 @@ def dub(run: str, video: str, out: str, *, speech: str | None = None, driving_vi
   n, (height, width) = len(frames), frames[0].shape[:2]
   tokens, audio = control_tokens(tokenizer, n, speech, driving_video)
   # The identity reference: the first frame in its own face window.
-  identity = Image.fromarray(_crop(frames[0], window_of(boxes[:1], MARGIN, width, height), size))
+  identity = Image.fromarray(crop.crop_frame(frames[0], window_of(boxes[:1], MARGIN, width, height), size))
   prompt = torch.zeros(1, config.prompt_length, pipe.transformer.config.text_dim,
                        device=tokenizer.pixel_mean.device)
   f = dub_samples.TARGET_FRAMES
@@ -145,11 +140,11 @@ def dub(run: str, video: str, out: str, *, speech: str | None = None, driving_vi
     masks = dub_samples.lower_face_mask(rel_faces, rel_mouths, size, size)
     paste = dub_samples.lower_face_mask(rel_faces, rel_mouths, side, side) > 0.5
     # The continuity reference: the frame before the segment as dubbed so far, in this window.
-    references = [identity] + ([Image.fromarray(_crop(out_frames[start - 1], window, size))]
+    references = [identity] + ([Image.fromarray(crop.crop_frame(out_frames[start - 1], window, size))]
                                if start else [])
     segment_tokens = tokens[torch.from_numpy(index)][None].float()
     with pack.conditioning(segment_tokens, len(references)), torch.no_grad():
-      generated = pipe(video=[Image.fromarray(_crop(frames[i], window, size)) for i in index],
+      generated = pipe(video=[Image.fromarray(crop.crop_frame(frames[i], window, size)) for i in index],
                        mask=[Image.fromarray((m * 255).astype(np.uint8)).convert("RGB") for m in masks],
                        reference_images=references, prompt_embeds=prompt, height=size, width=size,
                        num_frames=f, num_inference_steps=steps, guidance_scale=guidance_scale,
@@ -183,7 +178,7 @@ def run() -> None:
   flags.DEFINE_integer("steps", 30, "Denoising steps.")
   flags.DEFINE_float("guidance_scale", 1.0, "Classifier-free guidance (1: none).")
   flags.DEFINE_integer("seed", 0, "Seed of the noise.")
-  flags.DEFINE_string("detector", "mtcnn", "The preparation's face detector.")
+  flags.DEFINE_string("detector", face_detector.DEFAULT, "The preparation's face detector.")
   flags.DEFINE_enum("device", "auto", dub_train.DEVICES, "auto: a GPU when there is one.")
   flags.mark_flags_as_required(["run", "video", "out"])
   f = flags.FLAGS

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from data_pipelines import audio_windows, grain_pipeline
-from data_pipelines.prepare import crop, prepare, process
+from data_pipelines.prepare import crop, face_detector, prepare, process
 from synclipmae_jax import sync_metrics
 from synclipmae_torch import syncnet, tokens as tokens_lib
 
@@ -54,7 +54,7 @@ class Preparation:
   """How videos are prepared: the face detector ("mtcnn", "whole_frame" for face crops, or
   "module:Class") and the crop margin (crop side = (1 + 2 margin) x the face box)."""
 
-  detector: str = "mtcnn"
+  detector: str = face_detector.DEFAULT
   margin: float = process.PrepareOptions.margin
 
 

@@ -103,9 +103,10 @@ class WholeFrameDetector:
 
 # The shipped detectors, by name.
 DETECTORS = {"mtcnn": MtcnnDetector, "whole_frame": WholeFrameDetector}
+DEFAULT = "mtcnn"  # the preparation's detector unless a tool is told otherwise
 
 
-def load_detector(spec: str = "mtcnn", **kwargs) -> FaceDetector:
+def load_detector(spec: str = DEFAULT, **kwargs) -> FaceDetector:
   """A detector by name (a key of DETECTORS) or "package.module:ClassName" (yours).
 
   Args:

@@ -31,6 +31,9 @@ from data_pipelines.prepare import shards
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".mpg", ".mpeg",
                     ".ts", ".3gp")
 PLAN_FILE = "plan.json"
+# Share of the speakers without a split that go to validation by default (the prepare command's
+# and the TFDS builder's).
+VALIDATION_FRACTION = 0.05
 
 
 def scan_folder(root: str) -> list[dict]:

@@ -90,7 +90,7 @@ def _worker(args) -> dict:
 def prepare(rows: list[dict], output: str, options: process.PrepareOptions, *,
             root: str | None = None, workers: int = 0, seed: int = 0,
             validation_fraction: float = 0.0, test_fraction: float = 0.0,
-            files_per_shard: int = 16, detector: str = "mtcnn",
+            files_per_shard: int = 16, detector: str = face_detector.DEFAULT,
             detector_kwargs: dict | None = None, num_tasks: int = 1, task_index: int = 0,
             progress: bool = True, labels: labels_lib.Labels = labels_lib.Labels()) -> dict | None:
   """Prepares `rows` (manifest rows) into `output`; resumes a run found there.
@@ -140,7 +140,7 @@ class NothingKept(ValueError):
 
 
 def prepare_video(video: str, folder: str, options: process.PrepareOptions,
-                  detector: str = "mtcnn") -> tuple[list[str], int]:
+                  detector: str = face_detector.DEFAULT) -> tuple[list[str], int]:
   """Prepares one video file into `folder` (the training preparation, one speaker "video") for a
   tool that measures it; returns (its shards, its number of clips), or raises NothingKept with
   the reasons the preparation gave."""
@@ -163,7 +163,7 @@ DETECTOR_HELP = ("face detector: 'mtcnn', 'whole_frame' (the videos are face cro
 def define_video_preparation_flags(flags) -> None:
   """--detector and --crop_margin (absl flags) of the tools that prepare single videos with
   `prepare_video` (fix-sync, sync-eval --videos, dub-score)."""
-  flags.DEFINE_string("detector", "mtcnn", "The preparation's " + DETECTOR_HELP + ".")
+  flags.DEFINE_string("detector", face_detector.DEFAULT, "The preparation's " + DETECTOR_HELP + ".")
   flags.DEFINE_float("crop_margin", process.PrepareOptions.margin,
                      "Crop side = (1 + 2 margin) x the face box's longer side.")
 
@@ -247,30 +247,33 @@ def main(argv: list[str] | None = None) -> dict | None:
   p.add_argument("--output", required=True, help="output directory")
   p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
   p.add_argument("--files_per_shard", type=int, default=16)
-  p.add_argument("--image_size", type=int, default=224, help="crop side in pixels")
+  p.add_argument("--image_size", type=int, default=process.PrepareOptions.image_size,
+                 help="crop side in pixels")
   p.add_argument("--margin", type=float, default=process.PrepareOptions.margin,
                  help="crop margin around the face")
-  p.add_argument("--image_format", choices=("jpeg", "png"), default="jpeg")
-  p.add_argument("--detect_size", type=int, default=224,
+  p.add_argument("--image_format", choices=("jpeg", "png"),
+                 default=process.PrepareOptions.image_format)
+  p.add_argument("--detect_size", type=int, default=process.PrepareOptions.detect_size,
                  help="shorter side of the frames given to the detector")
-  p.add_argument("--min_seconds", type=float, default=2.0, help="shortest clip")
-  p.add_argument("--max_seconds", type=float, default=10.0, help="longer segments are cut")
-  p.add_argument("--min_face_size", type=float, default=64.0, help="pixels of the source")
-  p.add_argument("--multiple_faces", choices=segments.MULTIPLE_FACES, default="reject")
   d = segments.SegmentOptions
+  p.add_argument("--min_seconds", type=float, default=d.min_frames / schema.FPS, help="shortest clip")
+  p.add_argument("--max_seconds", type=float, default=d.max_frames / schema.FPS,
+                 help="longer segments are cut")
+  p.add_argument("--min_face_size", type=float, default=d.min_face_size, help="pixels of the source")
+  p.add_argument("--multiple_faces", choices=segments.MULTIPLE_FACES, default=d.multiple_faces)
   p.add_argument("--second_face_min_frames", type=int, default=d.second_face_min_frames,
                  help="a second face counts when detected in at least this many frames ...")
   p.add_argument("--second_face_size_ratio", type=float, default=d.second_face_size_ratio,
                  help="... at least this fraction of the other face's size ...")
   p.add_argument("--second_face_score_ratio", type=float, default=d.second_face_score_ratio,
                  help="... and of its detector confidence")
-  p.add_argument("--silence_db", type=float, default=-40.0)
-  p.add_argument("--min_active", type=float, default=0.2,
+  p.add_argument("--silence_db", type=float, default=d.silence_db)
+  p.add_argument("--min_active", type=float, default=d.min_active,
                  help="least fraction of 40 ms frames above --silence_db")
   p.add_argument("--seed", type=int, default=0, help="seed of the hashed splits")
-  p.add_argument("--validation_fraction", type=float, default=0.05)
+  p.add_argument("--validation_fraction", type=float, default=plan_lib.VALIDATION_FRACTION)
   p.add_argument("--test_fraction", type=float, default=0.0)
-  p.add_argument("--detector", default="mtcnn", help=DETECTOR_HELP)
+  p.add_argument("--detector", default=face_detector.DEFAULT, help=DETECTOR_HELP)
   p.add_argument("--detector_arg", action="append", default=[], metavar="KEY=VALUE",
                  help="argument of the detector (repeatable), e.g. weights=/path/model.onnx")
   p.add_argument("--num_tasks", type=int, default=1, help="machines sharing the work")

@@ -18,7 +18,6 @@ from synclipmae_jax.tasks import pretrain
 
 make_input = pretrain.make_input
 init_warnings = pretrain.init_warnings
-write_images = None
 
 
 def pair_task_errors(config, *, num_devices: int, process_count: int, window: int,

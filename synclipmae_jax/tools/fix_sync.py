@@ -30,7 +30,7 @@ import tempfile
 import numpy as np
 
 from data_pipelines import schema
-from data_pipelines.prepare import encode, prepare, process
+from data_pipelines.prepare import encode, face_detector, prepare, process
 from synclipmae_jax import checkpointing, sync_metrics, tasks
 from synclipmae_jax.evaluators import sync as sync_evaluator
 from synclipmae_jax.models import audio_encoder as audio_encoder_lib
@@ -52,7 +52,7 @@ class Estimator:
       "whole_frame", 0 keeps the frames as they are.
   """
 
-  def __init__(self, workdir: str, step: int | None = None, *, detector: str = "mtcnn",
+  def __init__(self, workdir: str, step: int | None = None, *, detector: str = face_detector.DEFAULT,
                margin: float | None = None):
     self.workdir = os.path.abspath(workdir)
     self.config = checkpointing.read_config(workdir)

@@ -36,7 +36,7 @@ import os
 import numpy as np
 
 from data_pipelines import schema
-from data_pipelines.prepare import plan, prepare
+from data_pipelines.prepare import face_detector, plan, prepare
 from synclipmae_jax import checkpointing, input_pipeline, tasks
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.evaluators import sync as sync_evaluator
@@ -86,7 +86,7 @@ def video_paths(spec: str) -> list[str]:
   return [spec]
 
 
-def evaluate_videos(workdir: str, spec: str, *, step: int | None = None, detector: str = "mtcnn",
+def evaluate_videos(workdir: str, spec: str, *, step: int | None = None, detector: str = face_detector.DEFAULT,
                     margin: float | None = None) -> dict:
   """Per raw video of `spec`: its lag, confidence and curve (`fix_sync.Estimator`, the training
   preparation and no shift applied); a video that cannot be measured is listed with its reason

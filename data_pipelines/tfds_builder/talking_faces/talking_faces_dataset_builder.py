@@ -33,19 +33,20 @@ import tensorflow_datasets as tfds
 
 from data_pipelines import labels as labels_lib
 from data_pipelines import schema
-from data_pipelines.prepare import plan, process
+from data_pipelines.prepare import face_detector, plan, process
 from data_pipelines.tfds_builder import beam_prepare
+
 
 @dataclasses.dataclass
 class TalkingFacesConfig(tfds.core.BuilderConfig):
   """How the clips are made (`process.PrepareOptions`) and split."""
 
-  image_size: int = 224
+  image_size: int = process.PrepareOptions.image_size
   margin: float = process.PrepareOptions.margin
-  image_format: str = "jpeg"
-  detector: str = "mtcnn"
+  image_format: str = process.PrepareOptions.image_format
+  detector: str = face_detector.DEFAULT
   seed: int = 0
-  validation_fraction: float = 0.05
+  validation_fraction: float = plan.VALIDATION_FRACTION
   test_fraction: float = 0.0
 
 
