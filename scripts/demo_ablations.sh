@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo's ablation sweep (configs/demo.py get_hyper): 8 runs of the demo one after another on
+# The demo's ablation sweep (configs/demo.py get_hyper): 9 runs of the demo one after another on
 # this machine's CPU, then the table of their held-out metrics.
 #   bash scripts/demo_ablations.sh [SWEEP_ROOT]
 set -euo pipefail

@@ -97,8 +97,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.masking.mode = "two_bypass"  # | "uniform_only" (A1) | "face_only" (A2)
   c.masking.mask_ratio = 0.75
   c.masking.photometric = True  # jitter of the face-preserving view (off = A3)
+  # Paper 3.2 perturbs colour, brightness and saturation; contrast is left alone (0), as there.
   c.masking.jitter = ml_collections.ConfigDict(dict(
-      brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1))
+      brightness=0.4, contrast=0.0, saturation=0.4, hue=0.1))
   c.masking.face_weights = ml_collections.ConfigDict(dict(face_weights.DEFAULT_WEIGHTS))
 
   c.loss = ml_collections.ConfigDict()

@@ -41,10 +41,12 @@ def images_to_patches(images01: jax.Array, patch: int) -> jax.Array:
 def make_views(rng, frames, face_boxes, mouth_boxes, config):
   """Two-bypass face-aware masking (paper 3.2).
 
-  Returns (context_patches [F, N, P], context_keep [F, k], motion_patches or None,
-  motion_keep or None). In `two_bypass` mode bypass 1 is uniform and bypass 2 face-weighted
-  (and jittered when `masking.photometric`); `uniform_only` / `face_only` are the
-  single-view ablations A1 / A2.
+  Returns (targets, views): the clean frames' patches [F, N, P] that both decoding passes
+  reconstruct, and the model's inputs (context_patches [F, N, P], context_keep [F, k],
+  motion_patches or None, motion_keep or None). In `two_bypass` mode bypass 1 is uniform and
+  bypass 2 face-weighted (and jittered when `masking.photometric`); `uniform_only` (A1) keeps
+  bypass 1 alone and `face_only` (A2) bypass 2 alone, jitter included when
+  `masking.photometric`: its one view then gives the decoder jittered context and the prompts.
   """
   m, p = config.masking, config.model.patch_size
   grid = config.model.image_size // p
@@ -55,17 +57,15 @@ def make_views(rng, frames, face_boxes, mouth_boxes, config):
   weights = face_weights.patch_weights(face_boxes.reshape(f, 4), mouth_boxes.reshape(f, 4), grid,
                                        **m.face_weights, xp=jnp)
   k_uniform, k_face, k_jitter = jax.random.split(rng, 3)
-  context = images_to_patches(images, p)
+  targets = images_to_patches(images, p)
   if m.mode == "uniform_only":
-    return context, masking.uniform_keep(k_uniform, f, n, k), None, None
+    return targets, (targets, masking.uniform_keep(k_uniform, f, n, k), None, None)
+  face_view = images_to_patches(photometric.jitter(k_jitter, images, **m.jitter), p) \
+      if m.photometric else targets
+  face_keep = masking.weighted_keep(k_face, weights, k)
   if m.mode == "face_only":
-    return context, masking.weighted_keep(k_face, weights, k), None, None
-  motion_images = images
-  if m.photometric:
-    motion_images = photometric.jitter(k_jitter, images, **m.jitter)
-  return (context, masking.uniform_keep(k_uniform, f, n, k),
-          images_to_patches(motion_images, p),
-          masking.weighted_keep(k_face, weights, k))
+    return targets, (face_view, face_keep, None, None)
+  return targets, (targets, masking.uniform_keep(k_uniform, f, n, k), face_view, face_keep)
 
 
 def identity_permutation(rng, identity_ids, frames_per_clip: int, group_size: int):
@@ -105,27 +105,28 @@ def compute_losses(params, model, batch, audio_features, rng, config, group_size
   """
   b, t = batch["frames"].shape[:2]
   k_views, k_shuffle = jax.random.split(rng)
-  context, context_keep, motion, motion_keep = make_views(
-      k_views, batch["frames"], batch["face_boxes"], batch["mouth_boxes"], config)
+  targets, views = make_views(k_views, batch["frames"], batch["face_boxes"], batch["mouth_boxes"],
+                              config)
+  context_keep = views[1]
   if config.loss.identity_shuffle:
     perm = identity_permutation(k_shuffle, batch["identity_id"], t, group_size)
   else:
     perm = jnp.arange(b * t)
   lc = config.loss
   w = lc.weights
-  out = model.apply({"params": params}, context, context_keep, motion, motion_keep,
-                    audio_features, perm, audio_pass=bool(w.recon_audio))
+  out = model.apply({"params": params}, *views, audio_features, perm,
+                    audio_pass=bool(w.recon_audio))
 
-  n = context.shape[1]
+  n = targets.shape[1]
   if lc.recon_on == "masked":
     recon_weight = 1.0 - masking.keep_to_mask(context_keep, n).astype(jnp.float32)
   else:
     recon_weight = jnp.ones((b * t, n), jnp.float32)
-  terms = {"recon_video": losses.reconstruction_mse(out["pred_video"], context, recon_weight,
+  terms = {"recon_video": losses.reconstruction_mse(out["pred_video"], targets, recon_weight,
                                                     norm_pix=lc.norm_pix)}
   metrics = {}
   if w.recon_audio:
-    terms["recon_audio"] = losses.reconstruction_mse(out["pred_audio"], context, recon_weight,
+    terms["recon_audio"] = losses.reconstruction_mse(out["pred_audio"], targets, recon_weight,
                                                      norm_pix=lc.norm_pix)
   if w.contrastive:
 
@@ -148,5 +149,5 @@ def compute_losses(params, model, batch, audio_features, rng, config, group_size
   metrics.update({f"loss/{name}": value for name, value in terms.items()})
   metrics["loss/total"] = total
   metrics["shuffle/cross_clip_fraction"] = cross_clip_fraction(perm, t)
-  aux = {"context_keep": context_keep, "targets": context, **out}
+  aux = {"context_keep": context_keep, "targets": targets, **out}
   return total, (metrics, aux)

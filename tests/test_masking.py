@@ -106,3 +106,36 @@ def test_hue_shift_is_torchvision_adjust_hue():
   np.testing.assert_allclose(y[0, 0, 0], (0.5, 0.5, 0.5), atol=1e-6)
   with pytest.raises(ValueError, match="hue"):
     photometric.jitter(jax.random.PRNGKey(0), jnp.asarray(x), brightness=0, contrast=0, saturation=0, hue=0.6)
+
+
+@pytest.mark.parametrize("mode,photometric_on", [
+    ("two_bypass", True), ("two_bypass", False), ("uniform_only", True), ("face_only", True),
+    ("face_only", False)])
+def test_views_of_each_masking_mode(mode, photometric_on):
+  """Both passes reconstruct the clean frame; the face-preserving bypass is jittered when
+  masking.photometric, in two_bypass and as A2's single view alike; A1 and A2 have one view."""
+  from synclipmae_jax import config_defaults, objective  # pylint: disable=import-outside-toplevel
+  c = config_defaults.base_config()
+  c.model.update(image_size=48, patch_size=8)
+  c.masking.update(mode=mode, photometric=photometric_on)
+  f, k = 6, masking.num_visible(36, c.masking.mask_ratio)
+  frames = jax.random.randint(jax.random.PRNGKey(0), (2, 3, 48, 48, 3), 0, 256).astype(jnp.uint8)
+  face = jnp.tile(jnp.array([0.25, 0.2, 0.75, 0.9]), (2, 3, 1))
+  mouth = jnp.tile(jnp.array([0.4, 0.7, 0.6, 0.8]), (2, 3, 1))
+  targets, (context, context_keep, motion, motion_keep) = objective.make_views(
+      jax.random.PRNGKey(1), frames, face, mouth, c)
+  clean = objective.images_to_patches(objective.frames_to_unit(frames), 8)
+  np.testing.assert_array_equal(targets, clean)
+  assert context.shape == clean.shape and context_keep.shape == (f, k)
+  face_view = motion if mode == "two_bypass" else context
+  if mode == "two_bypass":
+    np.testing.assert_array_equal(context, clean)
+    assert motion.shape == clean.shape and motion_keep.shape == (f, k)
+  else:
+    assert motion is None and motion_keep is None
+  if mode == "uniform_only":
+    np.testing.assert_array_equal(context, clean)
+  elif photometric_on:
+    assert float(jnp.abs(face_view - clean).mean()) > 0.05  # jittered colours
+  else:
+    np.testing.assert_array_equal(face_view, clean)

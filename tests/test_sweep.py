@@ -71,6 +71,7 @@ def test_demo_ablation_sweep_is_the_papers_ablations(tmp_path):
   index = expand.expand(DEMO, str(tmp_path))
   assert [r["overrides"] for r in index["runs"]] == [
       {"seed": 0}, {"seed": 1}, {"masking.mode": "uniform_only"}, {"masking.mode": "face_only"},
+      {"masking.mode": "face_only", "masking.photometric": False},
       {"loss.weights.decorrelation": 0.0}, {"masking.photometric": False},
       {"model.decoder.cross_attention": False}, {"loss.identity_shuffle": False}]
 
