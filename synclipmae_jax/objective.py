@@ -60,8 +60,9 @@ def make_views(rng, frames, face_boxes, mouth_boxes, config):
   targets = images_to_patches(images, p)
   if m.mode == "uniform_only":
     return targets, (targets, masking.uniform_keep(k_uniform, f, n, k), None, None)
-  face_view = images_to_patches(photometric.jitter(k_jitter, images, **m.jitter), p) \
-      if m.photometric else targets
+  face_view = targets
+  if m.photometric:
+    face_view = images_to_patches(photometric.jitter(k_jitter, images, **m.jitter), p)
   face_keep = masking.weighted_keep(k_face, weights, k)
   if m.mode == "face_only":
     return targets, (face_view, face_keep, None, None)

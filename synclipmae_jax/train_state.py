@@ -81,7 +81,7 @@ def make(config, model, audio_encoder, tx: optax.GradientTransformation, schedul
     frozen = audio_encoder.init(k_audio, dummy["audio"][:1], t).get("params", {})
     features = audio_encoder.apply({"params": frozen}, dummy["audio"], t)
     _, views = objective.make_views(k_views, dummy["frames"], dummy["face_boxes"],
-                                 dummy["mouth_boxes"], config)
+                                    dummy["mouth_boxes"], config)
     params = model.init(k_model, *views, features, jnp.arange(dummy["audio"].shape[0] * t))["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       frozen=frozen)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import face_weights
-from synclipmae_jax import masking, photometric
+from synclipmae_jax import config_defaults, masking, objective, photometric
 
 GRID = 6
 WEIGHTS = dict(face_weights.DEFAULT_WEIGHTS)
@@ -114,7 +114,6 @@ def test_hue_shift_is_torchvision_adjust_hue():
 def test_views_of_each_masking_mode(mode, photometric_on):
   """Both passes reconstruct the clean frame; the face-preserving bypass is jittered when
   masking.photometric, in two_bypass and as A2's single view alike; A1 and A2 have one view."""
-  from synclipmae_jax import config_defaults, objective  # pylint: disable=import-outside-toplevel
   c = config_defaults.base_config()
   c.model.update(image_size=48, patch_size=8)
   c.masking.update(mode=mode, photometric=photometric_on)
@@ -128,6 +127,10 @@ def test_views_of_each_masking_mode(mode, photometric_on):
   np.testing.assert_array_equal(targets, clean)
   assert context.shape == clean.shape and context_keep.shape == (f, k)
   face_view = motion if mode == "two_bypass" else context
+  face_keep = motion_keep if mode == "two_bypass" else context_keep
+  if mode != "uniform_only":  # the face-weighted keep: the mouth's patch (weight 16) in every frame
+    w = face_weights.patch_weights(face.reshape(f, 4), mouth.reshape(f, 4), 6, **WEIGHTS, xp=jnp)
+    assert bool(jnp.all(jnp.any(face_keep == jnp.argmax(w, axis=-1)[:, None], axis=-1)))
   if mode == "two_bypass":
     np.testing.assert_array_equal(context, clean)
     assert motion.shape == clean.shape and motion_keep.shape == (f, k)
