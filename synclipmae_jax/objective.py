@@ -108,7 +108,7 @@ def compute_losses(params, model, batch, audio_features, rng, config, group_size
   k_views, k_shuffle = jax.random.split(rng)
   targets, views = make_views(k_views, batch["frames"], batch["face_boxes"], batch["mouth_boxes"],
                               config)
-  context_keep = views[1]
+  _, context_keep, _, _ = views
   if config.loss.identity_shuffle:
     perm = identity_permutation(k_shuffle, batch["identity_id"], t, group_size)
   else:

@@ -34,7 +34,8 @@ MARGIN = process.PrepareOptions.margin  # the preparation's crop margin around t
 CRF = 17  # x264's constant rate factor of the output: visually lossless, the source kept as it was
 
 
-def face_window(video: str, detector: str = face_detector.DEFAULT) -> tuple[list, np.ndarray, np.ndarray]:
+def face_window(video: str,
+                detector: str = face_detector.DEFAULT) -> tuple[list, np.ndarray, np.ndarray]:
   """(frames uint8 [H, W, 3] at 25 fps, the face track's boxes [F, 4] and mouth boxes [F, 4] in
   pixels) of `video`'s one face track (the preparation's detection and tracking,
   `process.track_video`), which must cover every frame."""
@@ -108,6 +109,11 @@ def control_tokens(tokenizer, num_frames: int, speech: str | None, driving_video
   return vocal["vocal"], audio
 
 
+def _window_image(frame: np.ndarray, window, size: int) -> Image.Image:
+  """`frame`'s face window as the preparation crops it (`crop.crop_frame`), size x size."""
+  return Image.fromarray(crop.crop_frame(frame, window, size))
+
+
 def dub(run: str, video: str, out: str, *, speech: str | None = None, driving_video: str | None = None,
         size: int = 256, steps: int = 30, guidance_scale: float = 1.0, seed: int = 0,
         detector: str = face_detector.DEFAULT, device: str = "auto") -> dict:
@@ -123,7 +129,7 @@ def dub(run: str, video: str, out: str, *, speech: str | None = None, driving_vi
   n, (height, width) = len(frames), frames[0].shape[:2]
   tokens, audio = control_tokens(tokenizer, n, speech, driving_video)
   # The identity reference: the first frame in its own face window.
-  identity = Image.fromarray(crop.crop_frame(frames[0], window_of(boxes[:1], MARGIN, width, height), size))
+  identity = _window_image(frames[0], window_of(boxes[:1], MARGIN, width, height), size)
   prompt = torch.zeros(1, config.prompt_length, pipe.transformer.config.text_dim,
                        device=tokenizer.pixel_mean.device)
   f = dub_samples.TARGET_FRAMES
@@ -140,11 +146,10 @@ def dub(run: str, video: str, out: str, *, speech: str | None = None, driving_vi
     masks = dub_samples.lower_face_mask(rel_faces, rel_mouths, size, size)
     paste = dub_samples.lower_face_mask(rel_faces, rel_mouths, side, side) > 0.5
     # The continuity reference: the frame before the segment as dubbed so far, in this window.
-    references = [identity] + ([Image.fromarray(crop.crop_frame(out_frames[start - 1], window, size))]
-                               if start else [])
+    references = [identity] + ([_window_image(out_frames[start - 1], window, size)] if start else [])
     segment_tokens = tokens[torch.from_numpy(index)][None].float()
     with pack.conditioning(segment_tokens, len(references)), torch.no_grad():
-      generated = pipe(video=[Image.fromarray(crop.crop_frame(frames[i], window, size)) for i in index],
+      generated = pipe(video=[_window_image(frames[i], window, size) for i in index],
                        mask=[Image.fromarray((m * 255).astype(np.uint8)).convert("RGB") for m in masks],
                        reference_images=references, prompt_embeds=prompt, height=size, width=size,
                        num_frames=f, num_inference_steps=steps, guidance_scale=guidance_scale,

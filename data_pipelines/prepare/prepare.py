@@ -43,6 +43,7 @@ from data_pipelines.prepare import report
 from data_pipelines.prepare import segments
 from data_pipelines.prepare import shards
 
+FILES_PER_SHARD = 16  # source files per shard by default: the unit of work and of resuming
 _WORKER_DETECTOR = None  # the detector of this worker process (or why it failed to load)
 
 
@@ -90,7 +91,7 @@ def _worker(args) -> dict:
 def prepare(rows: list[dict], output: str, options: process.PrepareOptions, *,
             root: str | None = None, workers: int = 0, seed: int = 0,
             validation_fraction: float = 0.0, test_fraction: float = 0.0,
-            files_per_shard: int = 16, detector: str = face_detector.DEFAULT,
+            files_per_shard: int = FILES_PER_SHARD, detector: str = face_detector.DEFAULT,
             detector_kwargs: dict | None = None, num_tasks: int = 1, task_index: int = 0,
             progress: bool = True, labels: labels_lib.Labels = labels_lib.Labels()) -> dict | None:
   """Prepares `rows` (manifest rows) into `output`; resumes a run found there.
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict | None:
   p.add_argument("--actions", help="the action names, comma-separated (default: the synthetic set's)")
   p.add_argument("--output", required=True, help="output directory")
   p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-  p.add_argument("--files_per_shard", type=int, default=16)
+  p.add_argument("--files_per_shard", type=int, default=FILES_PER_SHARD)
   p.add_argument("--image_size", type=int, default=process.PrepareOptions.image_size,
                  help="crop side in pixels")
   p.add_argument("--margin", type=float, default=process.PrepareOptions.margin,

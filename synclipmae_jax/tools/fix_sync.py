@@ -52,8 +52,8 @@ class Estimator:
       "whole_frame", 0 keeps the frames as they are.
   """
 
-  def __init__(self, workdir: str, step: int | None = None, *, detector: str = face_detector.DEFAULT,
-               margin: float | None = None):
+  def __init__(self, workdir: str, step: int | None = None, *,
+               detector: str = face_detector.DEFAULT, margin: float | None = None):
     self.workdir = os.path.abspath(workdir)
     self.config = checkpointing.read_config(workdir)
     self.detector = detector

@@ -86,8 +86,8 @@ def video_paths(spec: str) -> list[str]:
   return [spec]
 
 
-def evaluate_videos(workdir: str, spec: str, *, step: int | None = None, detector: str = face_detector.DEFAULT,
-                    margin: float | None = None) -> dict:
+def evaluate_videos(workdir: str, spec: str, *, step: int | None = None,
+                    detector: str = face_detector.DEFAULT, margin: float | None = None) -> dict:
   """Per raw video of `spec`: its lag, confidence and curve (`fix_sync.Estimator`, the training
   preparation and no shift applied); a video that cannot be measured is listed with its reason
   and the others are measured. `detector` and `margin`: the preparation's (`fix_sync.Estimator`)."""
