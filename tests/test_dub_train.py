@@ -99,16 +99,29 @@ def test_bad_configs_are_refused_before_anything_loads(inputs, tmp_path):
 
 def test_two_processes_take_the_step_of_one_process_with_two_samples(inputs, tmp_path):
   """torchrun (Gloo on CPU) with one sample per process == one process with two samples, and the
-  command line writes what `train` does."""
+  command line writes what `train` does.
+
+  The two are different programs: one process runs both samples with the machine's threads and
+  accumulates their gradients; two single-threaded processes each run one and sum them with an
+  all-reduce. Their matmuls reduce in different orders, so they agree to float32 rounding, not bit
+  for bit, and what must agree is what the all-reduce decides: the step's gradient. AdamW's saved
+  first moment is that gradient's running mean (0.1 g1 after step 1, 0.09 g1 + 0.1 g2 after
+  step 2), compared norm-wise over all trained parameters. The parameters themselves are not
+  compared: a parameter whose gradient is zero in exact arithmetic (the cross-attention's
+  norm_k: the zero prompt gives identical keys) gets rounding noise as its gradient, and AdamW,
+  dividing by the gradient's own scale, moves it by a whole learning rate with the noise's sign.
+  """
   one = str(tmp_path / "one")
-  dub_train.train(tiny_config(inputs, num_train_steps=2, samples_per_process=2), one)
+  dub_train.train(tiny_config(inputs, num_train_steps=2, samples_per_process=2,
+                              checkpoint_every_steps=1), one)
   folder, shards = inputs
   two = tmp_path / "two"
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   result = subprocess.run(
       [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
        "-m", "synclipmae_torch.dub_train", "--config=configs/dub.py:tiny", f"--workdir={two}",
-       f"--config.synclipmae={folder}", f"--config.shards={shards}", "--config.num_train_steps=2"],
+       f"--config.synclipmae={folder}", f"--config.shards={shards}", "--config.num_train_steps=2",
+       "--config.checkpoint_every_steps=1"],
       cwd=root, capture_output=True, text=True, timeout=600,
       env=dict(os.environ, PYTHONPATH=root, OMP_NUM_THREADS="1"))
   assert result.returncode == 0, result.stderr[-3000:]
@@ -117,12 +130,20 @@ def test_two_processes_take_the_step_of_one_process_with_two_samples(inputs, tmp
   with open(os.path.join(one, "metrics.jsonl")) as f, open(two / "metrics.jsonl") as g:
     a, b = [json.loads(line) for line in f], [json.loads(line) for line in g]
   assert [m["step"] for m in b] == [1, 2]
+  # Float32 rounding (unit 6e-8) accumulated over the tiny model's layers stays orders of
+  # magnitude below 1e-4 of the loss and of the gradient's norm; a wrong reduction (a sample
+  # counted twice, a mean taken twice, a process's gradient lost) is off by 1e-1 or more.
   for x, y in zip(a, b):
-    assert x["loss"] == pytest.approx(y["loss"], rel=1e-5) and x["sigma"] == pytest.approx(y["sigma"])
-  single, pair = checkpoint(one, 2), checkpoint(str(two), 2)
-  assert single.keys() == pair.keys()
-  for key, value in single.items():
-    torch.testing.assert_close(pair[key], value, rtol=1e-5, atol=1e-7, msg=key)
+    assert x["loss"] == pytest.approx(y["loss"], rel=1e-4) and x["sigma"] == pytest.approx(y["sigma"])
+  for step in (1, 2):
+    single, pair = checkpoint(one, step), checkpoint(str(two), step)
+    assert single.keys() == pair.keys()
+    moments = sorted(k for k in single if k.endswith("/exp_avg"))
+    assert len(moments) == sum(k.startswith("param/") for k in single)
+    flat = lambda saved: torch.cat([saved[k].reshape(-1) for k in moments])  # noqa: E731
+    g_one, g_two = flat(single), flat(pair)
+    assert torch.linalg.vector_norm(g_one) > 0
+    assert torch.linalg.vector_norm(g_two - g_one) <= 1e-4 * torch.linalg.vector_norm(g_one), step
 
 
 def test_the_papers_precision_trains_with_the_backbone_in_bfloat16(inputs, tmp_path):

@@ -188,8 +188,6 @@ def test_command_probes_the_checkpoint_and_the_random_encoder(report):
     assert row["details"]["emotion@8"]["num_clips"] == {"train": 9, "validation": 3, "test": 3}
     assert row["frames"] == 15 * 8 and row["extract_seconds"] > 0
     assert row["details"]["emotion@4"]["classes"] == list(schema.EMOTION_NAMES)
-  # The trained and the random encoder give different features, hence different probes.
-  assert report["rows"][0]["details"] != report["rows"][1]["details"]
   with open(os.path.join(out, probe_tool.REPORT_MD)) as f:
     table = f.read().splitlines()
   header = [c.strip() for c in table[2].strip("|").split("|")]
@@ -213,6 +211,14 @@ def test_extraction_does_not_depend_on_the_call_size(tiny_run):
   for split in small:
     for a, b in zip(whole[split], pieces[split]):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  # The command's random-init row (checkpointing.initial) is another encoder: 4 AdamW steps of
+  # about the learning rate each moved every weight the loss reaches, which moves the features
+  # far beyond the 1e-5 that chunking changes them by. (Whether a probe on 6 test clips then
+  # scores differently is not guaranteed, so the report test does not ask it.)
+  initial = checkpointing.initial(workdir)
+  untrained = probe_evaluator.Evaluator(entry, restored.config, model=model, clips=small).extract(initial.params)
+  moved = max(np.abs(a - b).max() for a, b in zip(whole["test"], untrained["test"]))
+  assert moved > 1e-3 * max(np.abs(a).max() for a in whole["test"])
   # identity, vocal, ambient rows are the encoder's prompts; the last row the patch-token mean.
   frames = small["test"][0]["frames"]
   fn = frame_features.frame_features_fn(model)
