@@ -17,6 +17,7 @@ from synclipmae_jax.evaluators import sync
 from synclipmae_jax.models import audio_encoder, synclipmae
 from synclipmae_jax.weights import param_tree
 from synclipmae_torch import export, layout
+from tests import sync_decisions
 
 torch = pytest.importorskip("torch")
 from synclipmae_torch import tokens  # pylint: disable=wrong-import-position
@@ -72,26 +73,26 @@ def test_sync_metrics_from_pytorch_tokens_equal_the_jax_ones(trained, tmp_path):
                 eval_paths=input_pipeline.dataset_paths(config)[1])
   jax_evaluator = sync.Evaluator(*args, **kwargs)
   torch_evaluator = PyTorchTokensEvaluator(tokenizer, *args, **kwargs)
-  clips = jax_evaluator.clips
+  jax_tokens, torch_tokens = jax_evaluator.tokens(params, frozen), torch_evaluator.tokens(None, None)
+  n = len(jax_evaluator.clips[0]["frames"])
+  for name in ("aligned_video", "aligned_audio"):
+    assert torch_tokens[name][0].shape == jax_tokens[name][0].shape == (n, 32)
+    np.testing.assert_allclose(torch_tokens[name][0], jax_tokens[name][0], atol=1e-4)
 
-  clip = clips[0]
-  n = len(clip["frames"])
-  for jax_tokens, torch_tokens in [
-      (jax_evaluator.video_tokens(params, clip, 0, n), torch_evaluator.video_tokens(None, clip, 0, n)),
-      (jax_evaluator.audio_tokens(params, frozen, clip, 0, n),
-       torch_evaluator.audio_tokens(None, None, clip, 0, n))]:
-    assert torch_tokens.shape == jax_tokens.shape == (n, 32)
-    np.testing.assert_allclose(torch_tokens, jax_tokens, atol=1e-4)
-
-  ours = torch_evaluator.run(None, None)
-  expected = {k: v for k, v in jax_metrics.items() if k.startswith(("sync/", "factors/"))}
+  ours, _ = torch_evaluator.metrics(torch_tokens)
+  expected, _ = jax_evaluator.metrics(jax_tokens)
   print(f"sync metrics from PyTorch tokens {ours}")
-  assert set(ours) == set(expected)
+  assert set(ours) == set(expected) == {k for k in jax_metrics if k.startswith(("sync/", "factors/"))}
   assert len(ours) == 2 * len(config.evals.sync.windows) + len(config.evals.sync.ks) + 2
-  sync_only = {k: v for k, v in expected.items() if k.startswith("sync/")}
-  assert {k: ours[k] for k in sync_only} == pytest.approx(sync_only, abs=1e-9)
-  factors = {k: v for k, v in expected.items() if k.startswith("factors/")}
-  assert {k: ours[k] for k in factors} == pytest.approx(factors, abs=1e-4)
+  # The metrics count decisions (argmins, ranks): equal but where a decision is a near tie
+  # within the two token sets' rounding (tests/sync_decisions.py).
+  allowed = sync_decisions.allowed_differences(jax_tokens, torch_tokens, config.evals.sync,
+                                               jax_evaluator.DISTANCE)
+  for k, v in expected.items():
+    if k.startswith("sync/"):
+      assert abs(ours[k] - v) <= allowed[k] + 1e-9, (k, ours[k], v, allowed[k])
+    else:  # mean |correlation| of the prompts: continuous in the tokens
+      assert ours[k] == pytest.approx(v, abs=1e-4), k
 
 
 def test_export_command_writes_any_step_of_a_workdir(trained, tmp_path):

@@ -85,7 +85,8 @@ def baselines(mesh):
 def test_policy_gives_the_loss_and_gradients_of_no_remat(mesh, baselines, scan, encoder, decoder):
   params, batch, (loss0, grads0) = baselines[scan]
   loss, grads = compiled_loss_and_grads(config_with(scan, encoder, decoder), mesh, params, batch)
-  assert loss == pytest.approx(loss0, rel=1e-6)
+  # The loss is a sum of means over ~1e3 terms each: reordered float32 sums differ by ~1e-6 of it.
+  assert loss == pytest.approx(loss0, rel=1e-5)
   assert jax.tree.structure(grads) == jax.tree.structure(grads0)
   largest = max(np.abs(g0).max() for g0 in jax.tree.leaves(grads0))
   for (path, g), g0 in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(grads0)):

@@ -12,6 +12,7 @@ from PIL import Image
 
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.tools import sync_eval
+from tests import sync_decisions
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,8 +38,11 @@ def test_command_reproduces_the_runs_own_evaluation(tiny_run, command_output):
   assert report["step"] == 4
   expected = {k: v for k, v in final.items() if k.startswith(("sync/", "factors/"))}
   assert set(report["metrics"]) == set(expected)
+  # One device here, the training mesh's 8 there: the counted decisions are equal but for near
+  # ties within the two programs' rounding (tests/sync_decisions.py); the factors are continuous.
+  allowed = sync_decisions.logged_against_one_device(tiny_run[1])
   for k, v in expected.items():
-    assert report["metrics"][k] == pytest.approx(v, abs=1e-3), k
+    assert report["metrics"][k] == pytest.approx(v, abs=allowed.get(k, 0.0) + 1e-3), k
   assert "| K | Acc (%) | Offset (frames) |" in stdout
 
 

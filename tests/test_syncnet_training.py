@@ -17,7 +17,7 @@ from synclipmae_jax import sync_metrics, syncnet_losses, train
 from synclipmae_jax.models import syncnet
 from synclipmae_jax.tasks import syncnet as syncnet_task
 from synclipmae_jax.tools import sync_eval, sync_table
-from tests import tiny_training
+from tests import sync_decisions, tiny_training
 
 
 def test_contrastive_loss_pair_by_pair():
@@ -93,8 +93,9 @@ def test_train_steps_on_eight_devices_equal_one_device():
   one, eight = states["one"], states["eight"]
   assert one[1]["loss/total"] == pytest.approx(eight[1]["loss/total"], rel=1e-5)
   assert np.isfinite(one[1]["syncnet/d_cross_speaker"]) and one[1]["pairs/cross_speaker"] == 1.0
-  for a, b, start in zip(jax.tree.leaves(one[0]), jax.tree.leaves(eight[0]), jax.tree.leaves(one[2])):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  tiny_training.assert_same_training(one[0], eight[0], one[3], eight[3],
+                                     tiny_training.learning_rates(syncnet_config(), 3))
+  for a, start in zip(jax.tree.leaves(one[0]), jax.tree.leaves(one[2])):
     assert not np.array_equal(a, start)  # every parameter trained
   assert {"lip_conv0", "audio_conv0", "lip_fc1", "audio_fc1"} <= set(one[0])
 
@@ -129,8 +130,11 @@ def test_a_trained_run_is_evaluated_with_euclidean_distances_and_lse(syncnet_run
     logged = json.load(f)
   report = sync_eval.evaluate(workdir)
   assert report["task"] == "syncnet" and report["step"] == config.num_train_steps
+  # One device here, the training mesh's 8 in the run: the counted decisions are equal but for
+  # near ties within the two programs' rounding (tests/sync_decisions.py).
+  allowed = sync_decisions.logged_against_one_device(workdir)
   for name, value in report["metrics"].items():
-    assert value == pytest.approx(logged[name], rel=1e-4, abs=1e-6), name
+    assert value == pytest.approx(logged[name], rel=1e-4, abs=allowed.get(name, 0.0) + 1e-6), name
   curves = [np.array(t["distance"]) for t in report["trials"]]
   assert report["metrics"]["sync/lse_d"] == pytest.approx(np.mean([c.min() for c in curves]), rel=1e-6)
   assert report["metrics"]["sync/lse_c"] == pytest.approx(

@@ -36,12 +36,14 @@ def test_sharded_step_matches_single_device(data_dir):
   state8, hist8 = run_steps(config, mesh8, batches)
   for h1, h8 in zip(hist1, hist8):
     for k in h1:
+      if k == "contrastive/contrastive_top1":
+        # An argmax over the logits of an untrained model, where near ties are the rule: a
+        # difference of rounding may move it by one anchor (1 / 32 here); it is no equivalence.
+        continue
       np.testing.assert_allclose(h1[k], h8[k], rtol=2e-4, atol=1e-5, err_msg=k)
-  flat1 = jax.tree_util.tree_leaves_with_path(state1.params)
-  flat8 = dict(jax.tree_util.tree_leaves_with_path(state8.params))
-  for path, value in flat1:
-    np.testing.assert_allclose(value, flat8[path], rtol=1e-3, atol=1e-5,
-                               err_msg=jax.tree_util.keystr(path))
+  tiny_training.assert_same_training(
+      state1.params, state8.params, tiny_training.first_moment(state1.opt_state),
+      tiny_training.first_moment(state8.opt_state), tiny_training.learning_rates(config, 2))
 
 
 def test_sharded_parameters_are_split_over_fsdp_and_tensor(data_dir):

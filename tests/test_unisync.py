@@ -19,7 +19,7 @@ from synclipmae_jax.evaluators import unisync_sync
 from synclipmae_jax.models import unisync
 from synclipmae_jax.tasks import unisync as unisync_task
 from synclipmae_jax.tools import sync_eval, sync_table
-from tests import tiny_training
+from tests import sync_decisions, tiny_training
 
 
 def naive_p_sync(a, v):
@@ -150,8 +150,9 @@ def test_train_steps_on_eight_devices_equal_one_device_and_keep_the_audio_frozen
   one, eight = states["one"], states["eight"]
   assert one[1]["loss/total"] == pytest.approx(eight[1]["loss/total"], rel=1e-5)
   assert one[1]["pairs/cross_speaker"] == 1.0  # runs of 2 clips per identity: always another
-  for a, b, start in zip(jax.tree.leaves(one[0]), jax.tree.leaves(eight[0]), jax.tree.leaves(one[2])):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  tiny_training.assert_same_training(one[0], eight[0], one[3], eight[3],
+                                     tiny_training.learning_rates(unisync_config(), 3))
+  for a, start in zip(jax.tree.leaves(one[0]), jax.tree.leaves(one[2])):
     assert not np.array_equal(a, start)  # every parameter trained
   assert "eps3" in one[0] and "eps1_conv0" in one[0]
 
@@ -218,8 +219,11 @@ def test_a_trained_run_is_read_back_by_the_sync_eval_tool(unisync_run):
     logged = json.load(f)
   report = sync_eval.evaluate(workdir)
   assert report["step"] == config.num_train_steps
+  # One device here, the training mesh's 8 in the run: the counted decisions are equal but for
+  # near ties within the two programs' rounding (tests/sync_decisions.py).
+  allowed = sync_decisions.logged_against_one_device(workdir)
   for name, value in report["metrics"].items():
-    assert value == pytest.approx(logged[name], rel=1e-4, abs=1e-6), name
+    assert value == pytest.approx(logged[name], rel=1e-4, abs=allowed.get(name, 0.0) + 1e-6), name
   assert logged["pairs/cross_speaker"] == 1.0
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import platform
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -106,10 +104,9 @@ def test_interpolate_linear_matches_torch(torch, in_length, out_length):
   expected = expected.transpose(1, 2).numpy()
   interpolate = jax.jit(wav2vec2.interpolate_linear, static_argnums=1)
   ours = np.asarray(interpolate(jnp.asarray(x), out_length))
+  # Each output is a + w (b - a) of two inputs (|x| < 6 here) with w in [0, 1]: a few float32
+  # roundings of values of that size (unit 6e-8), whether or not a back end fuses the multiply-add.
   np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)
-  if platform.machine() in ("x86_64", "AMD64"):
-    # Both sides fuse the same float32 multiply-adds here: the results are identical.
-    np.testing.assert_array_equal(ours, expected)
 
 
 def test_conv_output_length_matches_transformers(models, torch):

@@ -194,42 +194,54 @@ class Evaluator:
   def run(self, params, frozen) -> dict[str, float]:
     return self.evaluate(params, frozen)[0]
 
+  def tokens(self, params, frozen) -> dict:
+    """What the metrics are computed from: per trial its audio and video tokens ("audio",
+    "video"; video with max_lag frames of context on each side) and true lag ("lags"); per
+    clip its time-aligned audio tokens ("aligned_audio"), vocal tokens ("aligned_video") and
+    prompts ("prompts"; None for models without them)."""
+    s = self.c.max_lag
+    clip_tokens = [self.clip_tokens(params, clip) for clip in self.clips]
+    out = {"audio": [], "video": [], "lags": [], "aligned_video": [v for v, _ in clip_tokens],
+           "prompts": [p for _, p in clip_tokens]}
+    for i, lag in self.trials:
+      n = len(self.clips[i]["frames"])
+      out["audio"].append(self.audio_tokens(params, frozen, self.clips[i], s + lag, n - s + lag))
+      out["video"].append(out["aligned_video"][i])
+      out["lags"].append(lag)
+    out["aligned_audio"] = [self.audio_tokens(params, frozen, clip, 0, len(clip["frames"]))
+                            for clip in self.clips]
+    return out
+
   def evaluate(self, params, frozen) -> tuple[dict[str, float], list[dict]]:
     """The metrics, and per trial: its clip, true lag, per-K accuracy and offset, and the
     whole-clip distance-vs-lag curve with its estimate and confidence (`sync_metrics.lag_curve`)."""
+    return self.metrics(self.tokens(params, frozen))
+
+  def metrics(self, tokens: dict) -> tuple[dict[str, float], list[dict]]:
+    """`evaluate`'s metrics and trials from `tokens`' tokens."""
     s = self.c.max_lag
-    tokens = [self.clip_tokens(params, clip) for clip in self.clips]
-    video = [v for v, _ in tokens]
-    audio_trials, video_trials, lags = [], [], []
-    for i, lag in self.trials:
-      n = len(self.clips[i]["frames"])
-      audio_trials.append(self.audio_tokens(params, frozen, self.clips[i], s + lag, n - s + lag))
-      video_trials.append(video[i])
-      lags.append(lag)
     results = sync_metrics.lag_detection(
-        audio_trials, video_trials, lags, windows=tuple(self.c.windows), max_lag=s,
+        tokens["audio"], tokens["video"], tokens["lags"], windows=tuple(self.c.windows), max_lag=s,
         tolerance=self.c.tolerance, distance=self.DISTANCE)
     metrics = {}
     for k, r in results.items():
       metrics[f"sync/acc_k{k}"] = 100.0 * float(r["acc"])
       metrics[f"sync/offset_k{k}"] = float(r["offset"])
     trials = []
-    for j, ((i, lag), audio, video_tokens) in enumerate(zip(self.trials, audio_trials, video_trials)):
-      trial = {"clip": i, "true_lag": lag,
-               **sync_metrics.lag_curve(audio, video_tokens, s, self.DISTANCE)}
+    for j, ((i, lag), audio, video) in enumerate(zip(self.trials, tokens["audio"], tokens["video"])):
+      trial = {"clip": i, "true_lag": lag, **sync_metrics.lag_curve(audio, video, s, self.DISTANCE)}
       for k, r in results.items():
         trial[f"acc_k{k}"] = 100.0 * r["acc_per_video"][j]
         trial[f"offset_k{k}"] = r["offset_per_video"][j]
       trials.append(trial)
-    audio_aligned = [self.audio_tokens(params, frozen, clip, 0, len(clip["frames"]))
-                     for clip in self.clips]
-    rp = sync_metrics.r_precision(np.concatenate(audio_aligned), np.concatenate(video),
+    rp = sync_metrics.r_precision(np.concatenate(tokens["aligned_audio"]),
+                                  np.concatenate(tokens["aligned_video"]),
                                   pool_size=self.c.pool_size, ks=tuple(self.c.ks), seed=self.c.seed,
                                   distance=self.DISTANCE)
     for k, v in rp.items():
       metrics[f"sync/rprec@{k}"] = 100.0 * float(v)
-    if tokens[0][1] is not None:
-      metrics.update(factor_correlations(np.concatenate([p for _, p in tokens])))
+    if tokens["prompts"][0] is not None:
+      metrics.update(factor_correlations(np.concatenate(tokens["prompts"])))
     return metrics, trials
 
 

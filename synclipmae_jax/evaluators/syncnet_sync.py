@@ -28,8 +28,8 @@ class Evaluator(unisync_sync.Evaluator):
   RECTIFY = False
   DISTANCE = "euclidean"
 
-  def evaluate(self, params, frozen) -> tuple[dict[str, float], list[dict]]:
-    metrics, trials = super().evaluate(params, frozen)
+  def metrics(self, tokens: dict) -> tuple[dict[str, float], list[dict]]:
+    metrics, trials = super().metrics(tokens)
     metrics["sync/lse_d"] = float(np.mean([min(t["distance"]) for t in trials]))
     metrics["sync/lse_c"] = float(np.mean([t["confidence"] for t in trials]))  # median - min
     return metrics, trials
