@@ -14,6 +14,13 @@ export TF_CPP_MIN_LOG_LEVEL=3
 cache_dir="$(mktemp -d)"
 trap 'rm -rf "$cache_dir"' EXIT
 export JAX_COMPILATION_CACHE_DIR="$cache_dir"
+# Every program, not only those that took over a second to compile (JAX's default): the tiny
+# configs' many small programs (orbax's per-array slices at every save, eager ops) are compiled
+# again by every test process otherwise, and processes of one multi-process job load the same set.
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
+# The machine, so that a slow or failing run can be read: its CPU and XLA's f32 matmul peak
+# (machines of our kind differ ~3x in it; BENCHMARKS.md's figures are ratios against it).
+python -c "from benchmarks import harness; print(f'machine: {harness.machine()}; XLA f32 matmul peak: {harness.matmul_peak() / 1e9:.0f} GFLOP/s')"
 # The fast suite and the slow end-to-end tests in one call (-m overrides pyproject's
 # "not slow"), so that both cores stay busy to the end; --dist loadfile: a test file's
 # module-scoped fixtures (compiled models, prepared videos) are built once, on one worker.
@@ -22,8 +29,8 @@ python -m pytest -q -n 2 --dist loadfile -m "not tpu and not beam" --durations=1
 # with libtpu installed every `import jax` probes for a TPU first. It is a layer on .venv: libtpu
 # only, the rest from .venv.
 SYNCLIPMAE_VENV="$repo/.venv-tpu" SYNCLIPMAE_BASE_VENV="$repo/.venv" bash "$repo/scripts/setup_env.sh" tpu
-env -u JAX_COMPILATION_CACHE_DIR "$repo/.venv-tpu/bin/python" -m pytest -q -m tpu tests/test_aot.py
+env -u JAX_COMPILATION_CACHE_DIR "$repo/.venv-tpu/bin/python" -m pytest -q -m tpu --durations=5 tests/test_aot.py
 # The TFDS builder generated with Apache Beam: Beam pins an older pillow and protobuf than .venv's,
 # so it lives in its own venv, a layer on .venv as the tpu one is.
 SYNCLIPMAE_VENV="$repo/.venv-beam" SYNCLIPMAE_BASE_VENV="$repo/.venv" bash "$repo/scripts/setup_env.sh" beam
-"$repo/.venv-beam/bin/python" -m pytest -q -m beam tests/test_tfds_builder.py
+"$repo/.venv-beam/bin/python" -m pytest -q -m beam --durations=5 tests/test_tfds_builder.py

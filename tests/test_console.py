@@ -8,13 +8,13 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_console_is_short_and_library_logging_goes_to_the_log_file(tmp_path):
+def test_console_is_short_and_library_logging_goes_to_the_log_file(tiny_run, tmp_path):
   workdir = tmp_path / "run"
   command = [sys.executable, "-m", "synclipmae_jax.main", "--config=configs/demo.py:tiny",
-             f"--workdir={workdir}", f"--config.data.directory={tmp_path / 'data'}",
+             f"--workdir={workdir}", f"--config.data.directory={tiny_run[0].data.directory}",
              "--config.log_every_steps=1"]
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO,
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+             XLA_FLAGS="--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0")
   result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   out = result.stdout.splitlines()
