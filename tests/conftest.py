@@ -1,9 +1,5 @@
-"""Test set-up (before jax is imported): 8 fake CPU devices for the sharding tests, and XLA:CPU's
-backend optimisation at level 0. Compilation, not execution, is most of a test's time here (the
-tiny configs' train step compiles in ~10 s and runs in ~40 ms); level 0 compiles about 1.6x
-faster and runs about 2x slower. It changes how LLVM schedules the same float32 operations, not
-what they compute, so every comparison holds with the tolerance it states; what trains long (the
-quick run) trains in its own process with XLA's defaults."""
+"""Test set-up (before jax is imported): 8 fake CPU devices for the sharding tests, compiled with
+the flags of tests/xla_flags.py (why: there)."""
 
 import hashlib
 import json
@@ -11,8 +7,9 @@ import os
 import subprocess
 import sys
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
-                      "--xla_backend_optimization_level=0")
+from tests import xla_flags
+
+os.environ.setdefault("XLA_FLAGS", xla_flags.with_devices(8))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 

@@ -15,6 +15,7 @@ import pytest
 from configs import demo
 from synclipmae_jax import checkpointing, experiment, input_pipeline, sharding
 from synclipmae_jax.evaluators import common as evaluators
+from tests import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,7 +68,7 @@ def test_fresh_one_device_process_reads_the_tokens_the_trainer_evaluates(trained
     vocal = evaluator.video_tokens(state.params, clip, 0, n)
     audio = evaluator.audio_tokens(state.params, state.frozen, clip, 0, n)
   out = str(tmp_path / "tokens.npz")
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags.with_devices(1),
              PYTHONPATH=REPO)
   result = subprocess.run([sys.executable, "-c", READER, workdir, out], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from tests import xla_flags
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -14,7 +16,7 @@ def test_console_is_short_and_library_logging_goes_to_the_log_file(tiny_run, tmp
              f"--workdir={workdir}", f"--config.data.directory={tiny_run[0].data.directory}",
              "--config.log_every_steps=1"]
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO,
-             XLA_FLAGS="--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0")
+             XLA_FLAGS=xla_flags.with_devices(1))
   result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   out = result.stdout.splitlines()

@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 import portpicker
 import pytest
 
-from tests import tiny_training
+from tests import tiny_training, xla_flags
 
 
 pytestmark = pytest.mark.slow
@@ -43,8 +43,7 @@ def _command(data_dir, workdir, *overrides):
 
 def _env(num_devices):
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices} "
-                       "--xla_backend_optimization_level=0")  # as conftest.py: compiles faster
+             XLA_FLAGS=xla_flags.with_devices(num_devices))
   env["PYTHONPATH"] = os.pathsep.join([REPO, env.get("PYTHONPATH", "")])
   # The compilation cache scripts/test.sh sets for the run is used only when it keeps every
   # program (JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0, as test.sh sets): JAX's default keeps

@@ -12,7 +12,7 @@ from PIL import Image
 
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.tools import sync_eval
-from tests import sync_decisions
+from tests import sync_decisions, xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,7 +22,7 @@ def command_output(tiny_run, tmp_path_factory):
   """The command run in a fresh one-device process on the tiny run's latest checkpoint."""
   _, workdir, _ = tiny_run
   out = str(tmp_path_factory.mktemp("sync_eval"))
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags.with_devices(1),
              PYTHONPATH=REPO)
   result = subprocess.run([sys.executable, "-m", "synclipmae_jax.tools.sync_eval", f"--workdir={workdir}",
                            f"--out={out}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
