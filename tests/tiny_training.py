@@ -67,12 +67,13 @@ def assert_same_training(params, other_params, moment, other_moment, rates) -> N
   far as float32 arithmetic lets them; `moment`s are AdamW's first moments, `rates` the learning
   rates of the steps taken.
 
-  The gradients must agree. AdamW's first moment is their running mean, compared leaf by leaf to
-  1e-4 of the leaf's largest entry: the programs reduce in different orders, and float32 rounding
-  (unit 6e-8) of sums of up to ~1000 terms stays below that, while a wrong reduction (a shard
-  counted twice or lost, a mean taken twice) is off by 1e-1 or more. The floor is 1e-4 of the
-  largest entry of any leaf: a gradient that is zero in exact arithmetic (an attention key bias:
-  softmax ignores a shift of all logits) is pure rounding noise of the other terms' size.
+  The gradients must agree. AdamW's first moment is their running mean, compared entry by entry
+  to 1e-4 of its largest entry (the gradient's scale): the programs reduce in different orders,
+  and float32 rounding (unit 6e-8) of sums of up to ~1000 terms of that scale stays below it,
+  while a wrong reduction (a shard counted twice or lost, a mean taken twice) is off by 1e-1 or
+  more. An absolute, not a relative, bound: a gradient that is zero in exact arithmetic (an
+  attention key bias: softmax ignores a shift of all logits) is pure rounding noise of the other
+  terms' size.
   The parameters need only agree to what AdamW can do with that noise: it divides by the gradient's
   own scale, so a noise gradient moves its parameter by up to the learning rate, either way
   (|m_hat| / sqrt(v_hat) <= 1 in the first steps at b1^2 < b2), so two runs may differ by twice
@@ -83,8 +84,7 @@ def assert_same_training(params, other_params, moment, other_moment, rates) -> N
   other = dict(jax.tree_util.tree_leaves_with_path(other_moment))
   for path, m in jax.tree_util.tree_leaves_with_path(moment):
     name = jax.tree_util.keystr(path)
-    np.testing.assert_allclose(m, other[path], rtol=0,
-                               atol=1e-4 * max(float(np.abs(m).max()), largest), err_msg=name)
+    np.testing.assert_allclose(m, other[path], rtol=0, atol=1e-4 * largest, err_msg=name)
   bound = 2 * sum(rates) * 1.01
   other = dict(jax.tree_util.tree_leaves_with_path(other_params))
   assert len(other) == len(jax.tree.leaves(params))
