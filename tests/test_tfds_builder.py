@@ -1,12 +1,15 @@
 """The `talking_faces` TFDS builder (data_pipelines/tfds_builder), generated with Apache Beam's
 DirectRunner from the HDTF fixtures and a broken file: the same clips (frames, audio, boxes, ids,
 splits) as the multiprocessing preparation of the same manifest, the broken file in the rejects
-side output, and a short training run reading the dataset through Grain (`data.source="tfds"`).
-Runs in the beam venv (scripts/test.sh)."""
+side output, the clips' ids, lengths and identities as metadata (what a scan of the examples gives,
+in `tfds.data_source`'s order) so that opening a split reads no example, and a short training run
+reading the dataset through Grain (`data.source="tfds"`). Runs in the beam venv (scripts/test.sh).
+"""
 
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -17,6 +20,7 @@ pytestmark = pytest.mark.beam
 pytest.importorskip("apache_beam")
 
 from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=wrong-import-position
+from array_record.python import array_record_data_source  # pylint: disable=wrong-import-position
 import tensorflow_datasets as tfds  # pylint: disable=wrong-import-position
 
 from configs import demo  # pylint: disable=wrong-import-position
@@ -27,6 +31,8 @@ from fixture_paths import HDTF  # pylint: disable=wrong-import-position
 from synclipmae_jax import train  # pylint: disable=wrong-import-position
 
 NAME = "talking_faces/48px"
+VERSION = str(builder_lib.Builder.VERSION)
+SPLITS = ("train", "validation", "train+validation", "validation[:1]+train")
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +76,89 @@ def test_the_same_clips_as_the_multiprocessing_preparation(built):
   assert ours.clip(0)["emotion"] == 1 and ours.clip(0)["transcript"] == "the whole clip"
 
 
+def scan(name: str, split: str, data_dir: str) -> list[list[int]]:
+  """`tfds_clips.summary` of every example of a split, read in `tfds.data_source`'s order."""
+  examples = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+  return [tfds_clips.summary(examples[i]) for i in range(len(examples))]
+
+
+def metadata_rows(source: tfds_clips.TfdsClipSource) -> list[list[int]]:
+  return np.stack([source.clip_ids, source.num_frames, source.identity_ids], 1).tolist()
+
+
+@pytest.fixture(name="reads")
+def count_reads(monkeypatch):
+  """The number of records read so far through any array-record data source (TFDS's
+  `data_source` reads every example through array_record's `ArrayRecordDataSource`)."""
+  count = [0]
+  cls = array_record_data_source.ArrayRecordDataSource
+  get, gets, it = cls.__getitem__, cls.__getitems__, cls.__iter__
+
+  def getitem(self, key):
+    count[0] += 1
+    return get(self, key)
+
+  def getitems(self, keys):
+    count[0] += len(keys)
+    return gets(self, keys)
+
+  def iterate(self):
+    for record in it(self):
+      count[0] += 1
+      yield record
+
+  monkeypatch.setattr(cls, "__getitem__", getitem)
+  monkeypatch.setattr(cls, "__getitems__", getitems)
+  monkeypatch.setattr(cls, "__iter__", iterate)
+  return lambda: count[0]
+
+
+def test_opening_a_split_reads_no_example(built, reads):
+  data_dir, _ = built
+  sources = [tfds_clips.TfdsClipSource(NAME, split, data_dir) for split in SPLITS]
+  assert reads() == 0
+  assert [len(s) for s in sources] == [1, 1, 2, 2]
+  sources[2].header(1)  # the counter counts: a clip's header reads its example
+  assert reads() == 1
+
+
+def test_the_metadata_is_what_a_scan_of_the_examples_gives(built):
+  data_dir, _ = built
+  for split in SPLITS:
+    assert metadata_rows(tfds_clips.TfdsClipSource(NAME, split, data_dir)) == scan(
+        NAME, split, data_dir), split
+  folder = os.path.join(data_dir, "talking_faces", "48px", VERSION)
+  assert os.path.exists(os.path.join(folder, "metadata.json"))
+  assert not glob.glob(os.path.join(folder, "*summaries*"))  # the pipeline's summaries deleted
+
+
+def test_a_dataset_without_metadata_is_refused(built, tmp_path):
+  data_dir, _ = built
+  shutil.copytree(os.path.join(data_dir, "talking_faces"), tmp_path / "talking_faces")
+  os.remove(tmp_path / "talking_faces" / "48px" / VERSION / "metadata.json")
+  with pytest.raises(ValueError, match=r"no clip metadata.*Regenerate.*cli.main build"):
+    tfds_clips.TfdsClipSource(NAME, "train", str(tmp_path))
+
+
+def test_split_metadata_sorts_by_clip_id_and_refuses_a_clip_twice():
+  assert tfds_clips.split_metadata([[7, 200, 1], [3, 150, 0]]) == {
+      "clip_ids": [3, 7], "num_frames": [150, 200], "identity_ids": [0, 1]}
+  with pytest.raises(ValueError, match=r"more than once: \[3\]"):
+    tfds_clips.split_metadata([[3, 200, 1], [3, 150, 0]])
+
+
+def test_a_nondeterministic_order_is_refused(tmp_path):
+  builder = builder_lib.Builder(config="48px", data_dir=str(tmp_path), file_format="array_record")
+  with pytest.raises(ValueError, match="cannot be built with nondeterministic_order"):
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=HDTF, nondeterministic_order=True,
+        beam_options=PipelineOptions(["--runner=DirectRunner"])))
+
+
 def test_rejects_are_a_side_output(built):
   data_dir, _ = built
   lines = [json.loads(line) for path in glob.glob(os.path.join(
-      data_dir, "talking_faces_rejects", "48px", "1.0.0", "train*.jsonl")) for line in open(path)]
+      data_dir, "talking_faces_rejects", "48px", VERSION, "train*.jsonl")) for line in open(path)]
   assert [(os.path.basename(r["path"]), r["reason"]) for r in lines] == [("broken.mp4", "unreadable")]
 
 
@@ -105,3 +190,18 @@ def test_the_readme_command_line_builds_it_with_two_worker_processes(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   source = tfds_clips.TfdsClipSource(NAME, "train", str(tmp_path))
   assert len(source) == 2 and source.num_frames.tolist() == [200, 200]
+  # two clips of two speakers, written by two worker processes: the metadata's order is the
+  # examples' order (TFDS's default hashed order puts clip 1024 before clip 0: without the
+  # builder's disable_shuffling this fails)
+  rows = scan(NAME, "train", str(tmp_path))
+  assert metadata_rows(source) == rows and len({r[2] for r in rows}) == 2
+  # and a reader catches metadata that is not in the examples' order
+  path = os.path.join(tmp_path, "talking_faces", "48px", VERSION, "metadata.json")
+  with open(path) as f:
+    metadata = json.load(f)
+  for values in metadata[tfds_clips.METADATA]["train"].values():
+    values.reverse()
+  with open(path, "w") as f:
+    json.dump(metadata, f)
+  with pytest.raises(ValueError, match="not in the order of its clip ids"):
+    tfds_clips.TfdsClipSource(NAME, "train", str(tmp_path)).header(0)

@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import json
 
-from data_pipelines import schema
+from data_pipelines import schema, tfds_clips
 from data_pipelines.prepare import face_detector, process
 
 REJECTS = "rejects"
+SUMMARIES = "clip-summaries"  # the name of the files of a split's clip summaries
+
+
+def summary_line(key_example: tuple) -> str:
+  """A (key, example) of the pipeline's clips as a JSON line of `tfds_clips.summary`."""
+  return json.dumps(tfds_clips.summary(key_example[1]))
 
 
 def example_of(clip: schema.Clip, image_format: str) -> dict:

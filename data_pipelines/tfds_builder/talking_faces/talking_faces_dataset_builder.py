@@ -18,7 +18,11 @@ that give no clip, and rejected frame ranges, are a side output: JSON lines unde
 (out of memory, a failing disk) fails the bundle, so Beam retries it.
 
 Each example is one clip with the fields of data_pipelines/schema.py one to one (frames as their
-encoded JPEG bytes). Read it with Grain through `tfds.data_source` (`data.source="tfds"`,
+encoded JPEG bytes), keyed by its clip id; a split's examples are stored in the order of their
+clip ids (`disable_shuffling`: Grain shuffles the indices it reads). Each clip's id, number of
+frames and identity are the dataset's metadata (metadata.json, `tfds_clips.METADATA`, in that
+order), written by a second output of the pipeline, so the training pipeline opens a split without
+reading an example. Read it with Grain through `tfds.data_source` (`data.source="tfds"`,
 data_pipelines/tfds_clips.py). Configs: `224px` (configs/pretrain.py's crops, patch 16) and
 `48px` (configs/demo.py's, patch 8).
 """
@@ -26,13 +30,15 @@ data_pipelines/tfds_clips.py). Configs: `224px` (configs/pretrain.py's crops, pa
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
+from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
 from data_pipelines import labels as labels_lib
-from data_pipelines import schema
+from data_pipelines import schema, tfds_clips
 from data_pipelines.prepare import face_detector, plan, process
 from data_pipelines.tfds_builder import beam_prepare
 
@@ -53,8 +59,12 @@ class TalkingFacesConfig(tfds.core.BuilderConfig):
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Talking-face clips prepared from raw videos (data_pipelines/prepare), generated with Beam."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Clips of data_pipelines/schema.py, prepared by process.prepare_file."}
+  VERSION = tfds.core.Version(tfds_clips.METADATA_VERSION)
+  RELEASE_NOTES = {
+      "1.0.0": "Clips of data_pipelines/schema.py, prepared by process.prepare_file.",
+      tfds_clips.METADATA_VERSION: "Examples in the order of their clip ids; the clips' ids, "
+                                   "lengths and identities as metadata (tfds_clips.METADATA).",
+  }
   BUILDER_CONFIGS = [
       TalkingFacesConfig(name="224px", description="224 px crops (configs/pretrain.py)"),
       TalkingFacesConfig(name="48px", image_size=48, description="48 px crops (configs/demo.py)"),
@@ -83,6 +93,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                               encoding=tfds.features.Encoding.ZLIB),
         }),
         supervised_keys=None,
+        disable_shuffling=True,  # stored in key (clip id) order: the order of the metadata
+        metadata=tfds.core.MetadataDict(),
         homepage="https://github.com/synclipmae/synclipmae-jax",
     )
 
@@ -115,6 +127,36 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                                                                         main="clips"))
       _ = (results[beam_prepare.REJECTS]
            | "Rejects" >> beam.io.WriteToText(rejects, file_name_suffix=".jsonl"))
+      _ = (results.clips | "Summaries" >> beam.Map(beam_prepare.summary_line)
+           | "WriteSummaries" >> beam.io.WriteToText(self._summaries(split),
+                                                     file_name_suffix=".jsonl"))
       return results.clips
 
     return generate()  # pylint: disable=no-value-for-parameter
+
+  def _summaries(self, split: str) -> str:
+    """The prefix of the files of a split's clip summaries (`beam_prepare.summary_line`), in the
+    dataset's folder while it is generated (the folder is still the temporary one then)."""
+    return os.path.join(os.fspath(self.data_dir), f"{split}-{beam_prepare.SUMMARIES}")
+
+  def _download_and_prepare(self, dl_manager, download_config):
+    """Generates the splits (the Beam pipeline), then turns each split's clip summaries into its
+    metadata entry (`tfds_clips.split_metadata`), checked against the split's example count, and
+    deletes them; TFDS writes the metadata as metadata.json with dataset_info.json."""
+    if download_config.nondeterministic_order:
+      raise ValueError("talking_faces cannot be built with nondeterministic_order: its metadata "
+                       "lists the clips in the order of their ids, the order TFDS stores them in "
+                       "only when it sorts them")
+    super()._download_and_prepare(dl_manager, download_config)
+    clips = {}
+    for split, info in self.info.splits.items():
+      files = sorted(epath.Path(self.data_dir).glob(f"{split}-{beam_prepare.SUMMARIES}*.jsonl"))
+      entry = tfds_clips.split_metadata(
+          json.loads(line) for f in files for line in f.read_text().splitlines() if line)
+      if len(entry["clip_ids"]) != info.num_examples:
+        raise ValueError(f"split {split!r}: {info.num_examples} examples written, "
+                         f"{len(entry['clip_ids'])} clip summaries")
+      clips[split] = entry
+      for f in files:
+        f.unlink()
+    self.info.metadata[tfds_clips.METADATA] = clips
