@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: machine facts, the f32 matmul peak, a timed train step.
+"""Shared pieces of the benchmarks: machine facts, the f32 matmul peak (`matmul_peak`, from
+synclipmae_jax/chip_peaks.py, which the training log's MFU uses too), a timed train step.
 
 Every benchmark measures its reference (the matmul peak, or the peer model) in the same
 process and run as its subject, and prints the load average before and after, since a
@@ -14,10 +15,10 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 
 from configs import demo
 from synclipmae_jax import experiment, sharding, train_state
+from synclipmae_jax.chip_peaks import matmul_peak  # pylint: disable=unused-import
 
 
 def mid_config():
@@ -60,15 +61,6 @@ def timed(fn, repeats: int) -> list[float]:
     fn()
     out.append(time.perf_counter() - start)
   return out
-
-
-def matmul_peak(n: int = 2048, repeats: int = 10, dtype=jnp.float32) -> float:
-  """FLOP/s of a jitted n^3 matmul (median of `repeats`, after one warm-up)."""
-  a = jnp.ones((n, n), dtype)
-  b = jnp.ones((n, n), dtype)
-  f = jax.jit(jnp.matmul)
-  f(a, b).block_until_ready()
-  return 2 * n ** 3 / statistics.median(timed(lambda: f(a, b).block_until_ready(), repeats))
 
 
 class TrainStep:

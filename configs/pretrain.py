@@ -15,6 +15,10 @@ ArrayRecord shards in the schema of data_pipelines/schema.py):
 `data.global_batch_size` is set for 128 chips (48 x 128 = 6144 clips); change it with the
 chip count: `--config.data.global_batch_size=$((48 * CHIPS))`.
 
+Multislice (N slices over DCN, a queued resource: `launch/tpu_pod.sh create --num_slices=N`):
+the same command with `--config.mesh.dcn_data=N` (data parallel across slices; the mesh sizes
+stay totals over all chips) and the batch for all chips; launch/README.md "Multislice".
+
 Pretrained initialisation (paper 5; local files, nothing is downloaded; "" = random init):
 
   --config.model.init.wav2vec2=/ckpt/wav2vec2-base      # HF dir: config.json + model weights

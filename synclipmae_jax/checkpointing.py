@@ -7,7 +7,11 @@ the grain iterator).
 Training uses `make_manager`, `restore_or_initialize` (resume, or initialise a fresh run and
 pass it through the task's initialisation, e.g. the pretrained weights of `config.model.init`), `maybe_save_checkpoint` (the save
 policy: every `checkpoint_every_steps`, the last step, and a preemption) and
-`PreemptionWatcher` (SIGTERM on any process -> every process saves the same step).
+`PreemptionWatcher` (a preemption notice or SIGTERM on any process -> every process saves the
+same step, then the run raises `Preempted`).
+
+A workdir may be a local folder or a bucket (`gs://...`, `storage.py`): orbax writes the
+checkpoints straight to it.
 
 Downstream tools use `load(workdir, step=None)`: the trained config and the trainable and
 frozen parameters of any step, without optimizer state, restored from abstract shapes onto
@@ -18,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 from typing import Any, Callable
 
@@ -29,7 +32,7 @@ from jax.experimental import multihost_utils
 import ml_collections
 import orbax.checkpoint as ocp
 
-from synclipmae_jax import sharding, tasks
+from synclipmae_jax import sharding, storage, tasks
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -40,20 +43,16 @@ def save_config(config, workdir: str) -> None:
   """Writes the training config as `workdir/config.json` (process 0, atomically)."""
   if jax.process_index() != 0:
     return
-  path = os.path.join(workdir, CONFIG_FILE)
-  with open(path + ".tmp", "w") as f:
-    f.write(config.to_json(indent=1, sort_keys=True))
-  os.replace(path + ".tmp", path)
+  storage.write_text(storage.path(workdir) / CONFIG_FILE, config.to_json(indent=1, sort_keys=True))
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The training config a workdir was trained with (lists come back as tuples)."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
+  path = storage.path(workdir) / CONFIG_FILE
+  if not path.is_file():
     raise FileNotFoundError(f"{path} does not exist: {workdir!r} is not a training workdir "
                             f"(or was trained before configs were saved beside checkpoints)")
-  with open(path) as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
+  return ml_collections.ConfigDict(_tuples(json.loads(path.read_text())))
 
 
 def _tuples(tree):
@@ -68,7 +67,7 @@ def _tuples(tree):
 # ---------------------------------------------------------------- training
 def make_manager(workdir: str, config) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR), item_names=("state", "iter"),
+      storage.path(workdir) / CHECKPOINT_DIR, item_names=("state", "iter"),
       options=ocp.CheckpointManagerOptions(
           max_to_keep=config.keep_checkpoints, enable_async_checkpointing=True))
 
@@ -111,40 +110,58 @@ def maybe_save_checkpoint(manager: ocp.CheckpointManager, step: int, state, trai
   return True
 
 
-class PreemptionWatcher:
-  """SIGTERM (preemption, `kill`) on any process: every process stops at the same step.
+# The exit status of a run stopped by `Preempted` (`python -m synclipmae_jax.main`): sysexits.h's
+# EX_TEMPFAIL ("a temporary failure ... the user is invited to retry"), so that a sweep or a
+# launcher tells a preempted run (relaunch it: it resumes) from a finished (0) or failed one.
+PREEMPTED_EXIT_STATUS = 75
 
-  Signals reach the hosts of a pod one by one and saving a checkpoint is collective, so
-  `stop_reason(step)` makes the processes agree (one tiny all-gather per step on several
-  hosts) and also reports orbax's own preemption notice.
+
+class Preempted(Exception):
+  """The run stopped before its last step (preemption notice or SIGTERM) after saving that step's
+  checkpoint: a relaunch resumes it. The command exits with `PREEMPTED_EXIT_STATUS`."""
+
+  def __init__(self, step: int, reason: str):
+    super().__init__(f"{reason}: stopped at step {step}, checkpoint saved")
+    self.step = step
+
+
+class PreemptionWatcher:
+  """Whether to stop after a step: a preemption notice or SIGTERM on any process, and every
+  process stops at the same step (saving a checkpoint is collective).
+
+  With JAX's coordination service (`jax.distributed.initialize`: every multi-process run) its
+  preemption notifier catches SIGTERM (the signal a pod's host or SLURM gives before eviction) on
+  any process and `multihost_utils.reached_preemption_sync_point(step)` turns True on every
+  process at the same step, the one after the largest step any of them had reached. Until then it
+  is a local check of a flag: the step loop has no collective and no device-to-host read of ours,
+  so hosts dispatch ahead. A process without the service (one host, launched without
+  `--jax_distributed`) catches SIGTERM itself. Either way nothing replaces JAX's own notifier.
   """
 
-  def __init__(self, manager: ocp.CheckpointManager):
-    self.manager = manager
+  def __init__(self):
+    self.coordinated = jax.distributed.is_initialized()
     self.signalled = False
     self.previous = None
 
   def __enter__(self):
-    self.previous = signal.signal(signal.SIGTERM, self._handle)
+    if not self.coordinated:
+      self.previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def __exit__(self, *exc):
-    signal.signal(signal.SIGTERM, self.previous)
+    if not self.coordinated:
+      signal.signal(signal.SIGTERM, self.previous)
 
   def _handle(self, *_):
     self.signalled = True
 
   def stop_reason(self, step: int) -> str:
     """'' to go on; otherwise why every process stops after this step."""
-    if jax.process_count() == 1:
-      anywhere = self.signalled
-    else:
-      anywhere = bool(multihost_utils.process_allgather(int(self.signalled)).max())
-    if anywhere:
-      return "SIGTERM on " + ("this process" if self.signalled else "another process")
-    if self.manager.reached_preemption(step):
-      return "preemption notice"
-    return ""
+    if self.coordinated:
+      if multihost_utils.reached_preemption_sync_point(step):
+        return "preemption notice (SIGTERM on a process, through JAX's coordination service)"
+      return ""
+    return "SIGTERM" if self.signalled else ""
 
 
 # ---------------------------------------------------------------- the read API
@@ -160,8 +177,8 @@ class Restored:
 
 def steps(workdir: str) -> list[int]:
   """The steps a workdir holds checkpoints of, oldest first."""
-  directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-  if not os.path.isdir(directory):
+  directory = storage.path(workdir) / CHECKPOINT_DIR
+  if not directory.is_dir():
     return []
   return sorted(ocp.utils.checkpoint_steps(directory))
 
@@ -194,14 +211,14 @@ def load(workdir: str, step: int | None = None, *, mesh=None) -> Restored:
   config = read_config(workdir)
   available = steps(workdir)
   if not available:
-    raise FileNotFoundError(f"no checkpoints in {os.path.join(workdir, CHECKPOINT_DIR)}")
+    raise FileNotFoundError(f"no checkpoints in {storage.path(workdir) / CHECKPOINT_DIR}")
   step = available[-1] if step is None else step
   if step not in available:
     raise ValueError(f"{workdir} has no checkpoint of step {step} (it has {available})")
   abstract = _reading_experiment(config, mesh).abstract_state
   target = {"params": abstract.params, "frozen": abstract.frozen}
   target = {k: v for k, v in target.items() if jax.tree.leaves(v)}
-  path = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR, str(step), "state")
+  path = storage.path(workdir) / CHECKPOINT_DIR / str(step) / "state"
   with ocp.PyTreeCheckpointer() as checkpointer:
     restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),

@@ -44,10 +44,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 3
   c.profile_steps = 0  # clu Profile: number of steps traced once, after warm-up; 0 = off
+  # JAX's persistent compilation cache (a local folder or gs://): a restarted run, and every host
+  # of a pod, loads its compiled steps from it instead of compiling again; "" = JAX's default
+  # (the JAX_COMPILATION_CACHE_DIR environment variable, else none).
+  c.compilation_cache_dir = ""
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "synthetic"  # "synthetic" (generated on first use) | "array_record"
-  c.data.directory = ""  # synthetic: cache dir ("" = ~/.cache/synclipmae_jax)
+  c.data.directory = ""  # host cache: synthetic sets, bucket shards ("" = ~/.cache/synclipmae_jax)
   c.data.train_pattern = ""  # array_record: glob of training shards
   c.data.eval_pattern = ""  # array_record: glob of held-out shards
   c.data.tfds_name = ""  # tfds: the dataset with its config, e.g. "talking_faces/224px"
@@ -146,8 +150,13 @@ def optim_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def _set_mesh_and_sharding(c) -> None:
-  """The device mesh (data x fsdp x tensor; -1 = the devices left) and the logical-axis rules."""
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  """The device mesh (data x fsdp x tensor; -1 = the devices left) and the logical-axis rules.
+
+  data / fsdp / tensor are each axis's total size over all devices (all slices); dcn_data /
+  dcn_fsdp are the part of data / fsdp that crosses slices (multislice: their product = the
+  number of slices; 1 = one slice). Tensor stays inside a slice (sharding.py).
+  """
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, dcn_data=1, dcn_fsdp=1))
   c.sharding = ml_collections.ConfigDict()
   c.sharding.logical_axis_rules = DEFAULT_RULES
 
@@ -188,6 +197,7 @@ def vsr_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 3
   c.profile_steps = 0
+  c.compilation_cache_dir = ""  # as in base_config
   # The frozen encoder: a pretraining workdir, its checkpoint (0 = the latest), or with
   # random_init its run's initialisation (the random-encoder baseline).
   c.encoder = ml_collections.ConfigDict(dict(workdir="", step=0, random_init=False))

@@ -7,9 +7,7 @@ and each evaluator of `config.evals` checks its own options (`evaluators.common`
 
 from __future__ import annotations
 
-import os
-
-from synclipmae_jax import input_pipeline, objective, photometric, sharding, train_state
+from synclipmae_jax import input_pipeline, objective, photometric, sharding, storage, train_state
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.models import audio_adapter, audio_encoder, remat, synclipmae, vit
 from synclipmae_jax.weights import checkpoint_files
@@ -20,8 +18,13 @@ PERIODS = ("log_every_steps", "image_every_steps", "checkpoint_every_steps", "ke
 PAPER_ENCODER = "sapiens_0.3b"  # paper 5: initialised from Sapiens-0.3B's pretrained weights
 
 
-def validate(c, *, num_devices: int, process_count: int = 1, training: bool = True) -> None:
+def validate(c, *, num_devices: int, process_count: int = 1, num_slices: int | None = None,
+             training: bool = True) -> None:
   """Raises ValueError naming every invalid value of config `c` for a run on `num_devices`.
+
+  `num_slices`: the slices the devices form, which the mesh's DCN sizes must multiply to (the
+  AOT tool knows it from the topology); None = checked later against the devices themselves
+  (`sharding.make_mesh`, before anything compiles).
 
   `training`: the config starts a training run (train.py); False for tools that only compile or
   read shapes (the AOT tool), which skip the check that the frozen wav2vec2 has pretrained weights.
@@ -44,7 +47,7 @@ def validate(c, *, num_devices: int, process_count: int = 1, training: bool = Tr
           "data.train_pattern and data.eval_pattern are required for data.source='array_record'")
   if c.data.source == "tfds":
     check(bool(c.data.tfds_name) and bool(c.data.tfds_data_dir)
-          and os.path.isdir(c.data.tfds_data_dir),
+          and storage.path(c.data.tfds_data_dir).is_dir(),
           f"data.source='tfds' needs data.tfds_name (got {c.data.tfds_name!r}) and data.tfds_data_dir, "
           f"a folder (got {c.data.tfds_data_dir!r})")
   m = c.model
@@ -100,7 +103,12 @@ def validate(c, *, num_devices: int, process_count: int = 1, training: bool = Tr
         "must be >= 0")
   b = c.data.global_batch_size
   try:
-    shape = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(c.mesh, num_devices)))
+    sizes = sharding.mesh_shape(c.mesh, num_devices)
+    try:
+      sharding.dcn_shape(c.mesh, sizes, num_slices)
+    except ValueError as e:
+      errors.append(str(e))
+    shape = dict(zip(sharding.MESH_AXES, sizes))
     shards = shape["data"] * shape["fsdp"]
     check(b % shards == 0, f"data.global_batch_size={b} must be divisible by data*fsdp={shards}")
     check(b % process_count == 0, f"data.global_batch_size={b} must be divisible by the process count {process_count}")

@@ -15,11 +15,13 @@ LOG_FILE = "log.txt"
 LOSS_PREFIX = "loss/"
 
 
-def log_to_workdir(workdir: str) -> str:
-  """Sends absl logging (and the libraries logging through it) to `workdir/log.txt`;
-  warnings and errors still reach the console."""
-  path = os.path.join(workdir, LOG_FILE if jax.process_index() == 0 else
-                      f"log.process{jax.process_index()}.txt")
+def log_to_workdir(files) -> str:
+  """Sends absl logging (and the libraries logging through it) to `log.txt` in the local folder of
+  the workdir's `storage.Mirror` `files` (the workdir, or the local copy of a bucket's, where an
+  earlier launch's log is fetched to be continued); warnings and errors still reach the console."""
+  name = LOG_FILE if jax.process_index() == 0 else f"log.process{jax.process_index()}.txt"
+  files.fetch(name)
+  path = os.path.join(files.local, name)
   handler = logging.get_absl_handler().python_handler
   if flags.FLAGS.is_parsed() and not flags.FLAGS.logtostderr:
     handler.stream = open(path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
@@ -45,15 +47,36 @@ def config_summary(config, exp, log_path: str) -> str:
 
 
 def progress_line(step: int, total: int, means: dict) -> str:
-  """`step 500/3000 | 3.4 steps/s, ETA 12.3 min | loss 1.234: recon_video 0.1 ...`."""
+  """`step 500/3000 | 3.40 steps/s, ETA 12.3 min | 123 TFLOP/s/device, MFU 44.7%, input wait
+  0.3%, mem 11.2/13.9 GiB | loss 1.234: recon_video 0.1 ...`: the chips' use (progress.Chrono)
+  after the speed; MFU and device memory (in use / peak) only where known."""
   parts = [f"step {step}/{total}"]
   if "perf/steps_per_sec" in means:
-    parts.append(f"{means['perf/steps_per_sec']:.2f} steps/s, ETA {means['perf/eta_seconds'] / 60:.1f} min")
+    parts.append(f"{means['perf/steps_per_sec']:.2f} steps/s, "
+                 f"ETA {means['perf/eta_seconds'] / 60:.1f} min")
+    use = []
+    if "perf/tflops_per_sec_per_device" in means:
+      use.append(_flops(means["perf/tflops_per_sec_per_device"] * 1e12) + "/device")
+    if "perf/mfu" in means:
+      use.append(f"MFU {100 * means['perf/mfu']:.3g}%")
+    use.append(f"input wait {100 * means['perf/input_wait_fraction']:.2g}%")
+    if "perf/device_memory_gib" in means:
+      peak = means.get("perf/device_memory_peak_gib")
+      peak = "" if peak is None else f"/{peak:.1f}"
+      use.append(f"mem {means['perf/device_memory_gib']:.1f}{peak} GiB")
+    parts.append(", ".join(use))
   terms = " ".join(f"{k.removeprefix(LOSS_PREFIX)} {v:.4g}" for k, v in means.items()
                    if k.startswith(LOSS_PREFIX) and k != "loss/total")
   if "loss/total" in means:
     parts.append(f"loss {means['loss/total']:.4g}: {terms}")
   return " | ".join(parts)
+
+
+def _flops(per_second: float) -> str:
+  """`123 TFLOP/s` from a TFLOP/s on, `41.5 GFLOP/s` below (a CPU's)."""
+  if per_second >= 1e12:
+    return f"{per_second / 1e12:.3g} TFLOP/s"
+  return f"{per_second / 1e9:.3g} GFLOP/s"
 
 
 def eval_line(step: int, name: str, metrics: dict) -> str:

@@ -5,16 +5,20 @@
 built-in synthetic talking faces on first use into a cache directory keyed by their
 parameters (`data_pipelines/synthetic_dataset.py`). The batches themselves come from
 `data_pipelines.grain_pipeline`.
+
+Patterns may name a bucket (`gs://BUCKET/data/train-*.array_record`): the matching shards are
+copied once to `shard_cache` on each host and read there (ArrayRecord's reader opens local files:
+`storage.py`).
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
 
 from data_pipelines import grain_pipeline, schema, synthetic_dataset, tfds_clips
+from synclipmae_jax import storage
 
 DATA_SOURCES = ("synthetic", "array_record", "tfds")
 
@@ -38,11 +42,12 @@ def dataset_paths(config) -> tuple[list[str], list[str]]:
     return (tfds_clips.TfdsClipSource(d.tfds_name, "train", d.tfds_data_dir),
             tfds_clips.TfdsClipSource(d.tfds_name, d.tfds_eval_split, d.tfds_data_dir))
   if d.source == "array_record":
-    train, held_out = sorted(glob.glob(d.train_pattern)), sorted(glob.glob(d.eval_pattern))
+    train, held_out = storage.glob(d.train_pattern), storage.glob(d.eval_pattern)
     if not train or not held_out:
       raise ValueError(f"no shards match data.train_pattern={d.train_pattern!r} ({len(train)}) "
                        f"or data.eval_pattern={d.eval_pattern!r} ({len(held_out)})")
-    return train, held_out
+    return (storage.local_copies(train, shard_cache(config)),
+            storage.local_copies(held_out, shard_cache(config)))
   if d.source != "synthetic":
     raise ValueError(f"data.source={d.source!r} must be one of {DATA_SOURCES}")
   params = dict(d.synthetic.to_dict(), image_size=config.model.image_size)
@@ -66,7 +71,7 @@ def labelled_clips(config, *, pattern: str, synthetic: dict) -> dict[str, list[d
   labelled synthetic set with parameters `synthetic` (`labelled_paths`). Every split must hold
   clips."""
   if pattern:
-    paths = sorted(glob.glob(pattern))
+    paths = storage.local_copies(storage.glob(pattern), shard_cache(config))
     if not paths:
       raise ValueError(f"no shards match pattern={pattern!r}")
     clips = grain_pipeline.load_eval_clips(paths)
@@ -80,9 +85,17 @@ def labelled_clips(config, *, pattern: str, synthetic: dict) -> dict[str, list[d
   return by_split
 
 
+def _cache_root(config) -> str:
+  """`data.directory`, default ~/.cache/synclipmae_jax: this host's data caches."""
+  return config.data.directory or os.path.join(os.path.expanduser("~"), ".cache", "synclipmae_jax")
+
+
+def shard_cache(config) -> str:
+  """Where the shards of a bucket's patterns are copied on this host (`storage.local_copies`)."""
+  return os.path.join(_cache_root(config), "shards")
+
+
 def _synthetic_directory(config, kind: str, params: dict) -> str:
-  """The cache folder of a synthetic dataset: `data.directory` (default ~/.cache/synclipmae_jax)
-  / kind-<hash of its parameters>."""
+  """The cache folder of a synthetic dataset: `_cache_root` / kind-<hash of its parameters>."""
   tag = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-  root = config.data.directory or os.path.join(os.path.expanduser("~"), ".cache", "synclipmae_jax")
-  return os.path.join(root, f"{kind}-{tag}")
+  return os.path.join(_cache_root(config), f"{kind}-{tag}")

@@ -11,6 +11,11 @@ from tests import xla_flags
 
 os.environ.setdefault("XLA_FLAGS", xla_flags.with_devices(8))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# As synclipmae_jax/storage.py sets it, before anything (orbax, TFDS) calls epath: gs:// through
+# gcsfs, which tests/test_gcs.py points at a GCS server on localhost. gcsfs reads the other at
+# import: without it every call first asks the bucket's type over gRPC of the real service.
+os.environ.setdefault("EPATH_USE_TF", "false")
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 
 import pytest  # pylint: disable=wrong-import-position

@@ -1,7 +1,7 @@
 """AOT compile tool: per-device bytes from shardings, the compiled report of the tiny config on
 the 8 local devices (donation, fit, replication checks of trainable and frozen weights), the remat
 search's choice, and, where libtpu is installed (`pytest -m tpu` in the tpu venv), the command
-lines against real TPU topologies."""
+lines against real TPU topologies, multislice included."""
 
 import importlib.util
 import json
@@ -58,6 +58,7 @@ def report():
 
 def test_report_of_the_tiny_config_on_eight_devices(report):
   assert report["num_devices"] == 8 and report["num_hosts"] == 1
+  assert report["num_slices"] == 1 and report["dcn_axes"] == {}
   assert report["mesh"] == {"data": 2, "fsdp": 2, "tensor": 2}
   assert report["clips_per_device"] == 1.0
   state = report["state_bytes_per_device"]
@@ -128,11 +129,15 @@ def test_chip_tables_follow_the_topology():
   assert aot.hbm_bytes_per_device(aot.topology_devices("v5e:2x2")) == 16 * 2 ** 30
   v4 = aot.topology_devices("v4:2x2x2")  # listed per TensorCore: two devices share a chip
   assert aot.devices_per_chip(v4) == 2 and aot.hbm_bytes_per_device(v4) == 16 * 2 ** 30
+  # Two slices repeat each chip's coordinates: chips are told apart by slice too.
+  two = aot.topology_devices("v5p:2x2x2", num_slices=2)
+  assert len(two) == 16 and sharding.num_slices(two) == 2 and aot.devices_per_chip(two) == 1
+  assert aot.devices_per_chip(aot.topology_devices("v4:2x2x2", num_slices=2)) == 2
 
 
 @pytest.mark.tpu
 @pytest.mark.skipif(not HAS_LIBTPU, reason="needs libtpu (requirements-tpu.txt)")
-def test_command_line_compiles_the_tiny_config_for_a_v5p_slice(tmp_path):
+def test_command_line_compiles_the_tiny_config_for_one_and_two_v5p_slices(tmp_path):
   def aot_cli(*flags):
     return subprocess.run(
         [sys.executable, "-m", "synclipmae_jax.tools.aot", "--config=configs/demo.py:tiny",
@@ -150,8 +155,22 @@ def test_command_line_compiles_the_tiny_config_for_a_v5p_slice(tmp_path):
   assert report["ok"] and report["step_seconds_at_mfu"]["0.40"] > 0
   assert result.stdout.rstrip().endswith("OK")
 
-  tight = aot_cli("--hbm_gib=0.001", "--eval=False")
-  assert tight.returncode == 1 and "FAILED: does not fit" in tight.stdout
+  # Two slices (16 chips), data split over DCN, in 1 MiB of HBM: compiled, reported per chip
+  # with the axis that crosses DCN, and refused as too large. (configs/pretrain.py on
+  # 2 x v5p:4x4x8 is BENCHMARKS.md (c)'s multislice row: a compile of minutes.)
+  out = tmp_path / "two_slices.json"
+  tight = aot_cli("--num_slices=2", "--config.mesh.dcn_data=2", "--clips_per_chip=1",
+                  "--hbm_gib=0.001", "--eval=False", f"--json_out={out}")
+  assert tight.returncode == 1 and "FAILED: does not fit" in tight.stdout, tight.stderr[-3000:]
+  report = json.loads(out.read_text())
+  assert report["num_devices"] == 16 and report["num_slices"] == 2 and report["num_hosts"] == 4
+  assert report["mesh"] == {"data": 4, "fsdp": 2, "tensor": 2}
+  assert report["dcn_axes"] == {"data": 2}  # fsdp and tensor stay inside a slice (ICI)
+  assert report["functions"]["train_step"]["memory"]["total"] > 2 ** 20
+  assert "2 slice(s); data crosses DCN (2 slices)" in tight.stdout
+  unmatched = aot_cli("--num_slices=2", "--eval=False")  # no DCN axis for two slices
+  assert unmatched.returncode != 0
+  assert "mesh.dcn_data * mesh.dcn_fsdp = 1 must equal the number of slices" in unmatched.stderr
 
 
 def search_row(candidate, clips, fits, flops, headroom=0.5):

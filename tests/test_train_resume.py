@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from synclipmae_jax import train
+from synclipmae_jax import checkpointing, train
 from tests import tiny_training
 
 
@@ -33,11 +33,11 @@ def test_sigterm_then_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
     os.kill(os.getpid(), signal.SIGTERM)
 
   threading.Thread(target=send_sigterm_after_first_checkpoint, daemon=True).start()
-  partial = train.train_and_evaluate(config, interrupted)
+  with pytest.raises(checkpointing.Preempted) as stopped:
+    train.train_and_evaluate(config, interrupted)
   stopped_at, _ = tiny_training.final_params(interrupted)
-  assert 2 <= stopped_at < 8, stopped_at
+  assert 2 <= stopped_at < 8 and stopped.value.step == stopped_at, (stopped_at, stopped.value)
   assert json.load(open(os.path.join(interrupted, "metrics.json")))["step"] == stopped_at
-  del partial
   train.train_and_evaluate(config, interrupted)  # resumes from the checkpoint
   step_a, params_a = tiny_training.final_params(straight)
   step_b, params_b = tiny_training.final_params(interrupted)

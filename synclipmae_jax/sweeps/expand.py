@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 
-from synclipmae_jax import config_files
+from synclipmae_jax import config_files, storage
 from synclipmae_jax.sweeps import hyper
 
 
@@ -74,7 +74,7 @@ def expand(config_arg: str, sweep_root: str, common_flags=()) -> dict:
     raise ValueError(f"the sweep of {config_arg} has no runs")
   for run in runs:
     check_overrides(config, run)
-  sweep_root = os.path.abspath(sweep_root)
+  sweep_root = str(storage.path(sweep_root))
   index = {"config": config_arg, "common_flags": list(common_flags), "runs": []}
   for name, overrides in zip(run_names(runs), runs):
     workdir = os.path.join(sweep_root, name)

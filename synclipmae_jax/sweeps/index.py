@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 
+from synclipmae_jax import storage
 from synclipmae_jax.sweeps import expand
 
 INDEX_FILE = "sweep.json"
@@ -13,29 +13,24 @@ DEFAULT_METRICS = "step,loss/total,sync/"
 
 
 def write_index(index: dict, sweep_root: str) -> str:
-  os.makedirs(sweep_root, exist_ok=True)
-  path = os.path.join(sweep_root, INDEX_FILE)
-  with open(path + ".tmp", "w") as f:
-    json.dump(index, f, indent=1)
-  os.replace(path + ".tmp", path)
-  return path
+  path = storage.path(sweep_root) / INDEX_FILE
+  storage.write_text(path, json.dumps(index, indent=1))
+  return str(path)
 
 
 def read_index(sweep_root: str) -> dict:
-  path = os.path.join(sweep_root, INDEX_FILE)
-  if not os.path.isfile(path):
+  path = storage.path(sweep_root) / INDEX_FILE
+  if not path.is_file():
     raise ValueError(f"no sweep index {path}; expand the sweep first")
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(path.read_text())
 
 
 def collect_metrics(index: dict) -> dict:
   """Reads each run's final metrics (its workdir's metrics.json) into the index."""
   for run in index["runs"]:
-    path = os.path.join(run["workdir"], "metrics.json")
-    if os.path.isfile(path):
-      with open(path) as f:
-        run["metrics"] = json.load(f)
+    path = storage.path(run["workdir"]) / "metrics.json"
+    if path.is_file():
+      run["metrics"] = json.loads(path.read_text())
   return index
 
 

@@ -9,6 +9,10 @@ another, each as its own `python -m synclipmae_jax.main` process (`local`), or h
 to the pod launcher (`tpu`: launch/tpu_pod.sh train --wait, then fetch of worker 0's
 metrics.json; pod options in --launcher_args). Flags after `--` apply to every run.
 --print shows the index as a table (--markdown: as a markdown table).
+
+A run's status in the index: `done`, `preempted` (it exited with
+`checkpointing.PREEMPTED_EXIT_STATUS` after saving a checkpoint: the next `--run` resumes it), or
+`failed (exit N)`; `--run` trains every run not done. The sweep root may be a bucket (`gs://...`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import shlex
 import subprocess
 import sys
 
+from synclipmae_jax import checkpointing, storage
 from synclipmae_jax.sweeps import expand, index as index_lib
 
 LAUNCHER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -47,38 +52,41 @@ def run_sweep(index: dict, sweep_root: str, *, launcher: str = "local", launcher
   for run in index["runs"]:
     if run["status"] == "done" and not rerun:
       continue
-    os.makedirs(run["workdir"], exist_ok=True)
+    storage.path(run["workdir"]).mkdir(parents=True, exist_ok=True)
     commands = launch_commands(run, launcher, launcher_args, dry_run)
     if dry_run and launcher == "local":
       print(shlex.join(commands[0]))
       continue
     status = "done"
-    with open(os.path.join(run["workdir"], "sweep_run.log"), "a") as log:
+    files = storage.Mirror(run["workdir"])  # the log is appended to: written locally
+    with open(os.path.join(files.local, "sweep_run.log"), "a") as log:
       for command in commands:
         log.write("$ " + shlex.join(command) + "\n")
         log.flush()
         rc = subprocess.run(command, stdout=None if dry_run else log,
                             stderr=None if dry_run else subprocess.STDOUT, check=False).returncode
         if rc:
-          status = f"failed (exit {rc})"
+          status = ("preempted" if rc == checkpointing.PREEMPTED_EXIT_STATUS
+                    else f"failed (exit {rc})")
           break
+    files.sync()
     run["status"] = "dry_run" if dry_run and status == "done" else status
     index_lib.write_index(index_lib.collect_metrics(index), sweep_root)
   return index
 
 
 def main(argv, flags_) -> None:
-  sweep_root = os.path.abspath(flags_.sweep_root)
+  sweep_root = str(storage.path(flags_.sweep_root))
   common = [a for a in argv[1:] if a != "--"]
   if flags_.config:
     index = expand.expand(flags_.config, sweep_root, common)
-    if os.path.isfile(os.path.join(sweep_root, index_lib.INDEX_FILE)):  # keep the status of finished runs
+    if (storage.path(sweep_root) / index_lib.INDEX_FILE).is_file():  # keep the runs' status
       previous = {r["name"]: r for r in index_lib.read_index(sweep_root)["runs"]}
       for run in index["runs"]:
         if run["name"] in previous and previous[run["name"]]["flags"] == run["flags"]:
           run["status"] = previous[run["name"]]["status"]
     index_lib.write_index(index_lib.collect_metrics(index), sweep_root)
-    print(f"{len(index['runs'])} runs -> {os.path.join(sweep_root, index_lib.INDEX_FILE)}")
+    print(f"{len(index['runs'])} runs -> {storage.path(sweep_root) / index_lib.INDEX_FILE}")
   else:
     index = index_lib.read_index(sweep_root)
   if flags_.run:

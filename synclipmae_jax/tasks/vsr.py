@@ -15,7 +15,6 @@ taking its block of every global batch, sharded over data x fsdp like pretrainin
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Callable
 
 from absl import logging
@@ -25,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from synclipmae_jax import checkpointing, input_pipeline, optimizer, sharding, text_units
+from synclipmae_jax import checkpointing, input_pipeline, optimizer, sharding, storage, text_units
 from synclipmae_jax import train_state, vsr_data, vsr_losses
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.models import synclipmae, vit
@@ -73,7 +72,7 @@ def validate(config, *, num_devices: int, process_count: int) -> None:
     check(c[name] > 0, f"{name}={c[name]} must be > 0")
   if not c.encoder.workdir:
     errors.append("encoder.workdir is required: the pretraining run whose frozen encoder the head reads")
-  elif not os.path.isfile(os.path.join(c.encoder.workdir, checkpointing.CONFIG_FILE)):
+  elif not (storage.path(c.encoder.workdir) / checkpointing.CONFIG_FILE).is_file():
     errors.append(f"encoder.workdir={c.encoder.workdir!r} is not a training workdir (no config.json)")
   m = c.model
   check(m.width % m.num_heads == 0 and m.width % 2 == 0,
@@ -127,15 +126,13 @@ def frozen_encoder(config) -> checkpointing.Restored:
 
 def _units(config, workdir: str, train_clips: list[dict]) -> text_units.Units:
   """The workdir's units (a resumed run keeps its ids), or new ones from the training transcripts."""
-  path = os.path.join(workdir, UNITS_FILE)
-  if os.path.isfile(path):
-    with open(path, "rb") as f:
-      return text_units.Units(f.read())
+  path = storage.path(workdir) / UNITS_FILE
+  if path.is_file():
+    return text_units.Units(path.read_bytes())
   units = text_units.train([c["transcript"] for c in train_clips], vocab_size=config.units.vocab_size,
                            model_type=config.units.model_type)
   if jax.process_index() == 0:
-    with open(path, "wb") as f:
-      f.write(units.model_bytes)
+    path.write_bytes(units.model_bytes)
   return units
 
 

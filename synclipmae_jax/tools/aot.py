@@ -2,6 +2,8 @@ r"""Ahead-of-time compilation of the real train and eval steps for a TPU topolog
 
   python -m synclipmae_jax.tools.aot --config=configs/pretrain.py --topology=v5p:4x4x8 \
       --clips_per_chip=48 --min_headroom=0.15 --json_out=/tmp/aot.json
+  python -m synclipmae_jax.tools.aot --config=configs/pretrain.py --topology=v5p:4x4x8 \
+      --num_slices=2 --config.mesh.dcn_data=2 --clips_per_chip=48   # multislice: 2 x 128 chips
 
 libtpu (the `tpu` extra, requirements-tpu.txt) describes the devices of a named topology
 (`jax.experimental.topologies.get_topology_desc`, e.g. `v5p:4x4x8` = 128 chips, `v5e:16x16`,
@@ -11,6 +13,12 @@ TPU compiler (MaxText's `train_compile`). Nothing is allocated and no data is re
 is validated for the topology's device and host counts, then only shapes flow. The sync
 evaluator's token functions (`evaluators.sync.prompt_tokens_fn` / `audio_tokens_fn`) are
 compiled the same way.
+
+Multislice: `--num_slices=N` describes N slices of the topology (libtpu's `num_slices`; their
+devices carry a `slice_index`) and the mesh's DCN sizes (`mesh.dcn_data` x `mesh.dcn_fsdp` = N,
+sharding.py) lay the hybrid mesh over them. The report says which mesh axes cross DCN, counted on
+the laid-out mesh (how many slices a line of devices along the axis spans); the memory figures
+stay per chip.
 
 The report gives, per device: parameter, optimizer-state, frozen-encoder and batch bytes (from
 the state's shardings); each compiled function's argument, output, aliased (donated), temporary
@@ -47,23 +55,22 @@ import numpy as np
 from ml_collections import config_flags
 
 from synclipmae_jax import config_validation, experiment, sharding
+from synclipmae_jax.chip_peaks import (GIB, HBM_GIB_PER_CHIP, PEAK_BF16_TFLOPS_PER_CHIP,
+                                       devices_per_chip)
 from synclipmae_jax.evaluators import sync
 
 # An AOT compile uses no TPU: let several processes (compiles, tests) load libtpu at once
 # instead of failing on its lockfile.
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
-# HBM per chip (GiB) and peak dense bf16 FLOP/s per chip, keyed by jax's `device_kind`.
-HBM_GIB_PER_CHIP = {"TPU v2": 16, "TPU v3": 32, "TPU v4": 32, "TPU v5 lite": 16, "TPU v5": 95,
-                    "TPU v6 lite": 32}
-PEAK_BF16_TFLOPS_PER_CHIP = {"TPU v2": 45, "TPU v3": 123, "TPU v4": 275, "TPU v5 lite": 197,
-                             "TPU v5": 459, "TPU v6 lite": 918}
 MFU_POINTS = (0.4, 0.6)
-GIB = 2 ** 30
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).",
                                           lock_config=True)
 _TOPOLOGY = flags.DEFINE_string("topology", None, "libtpu topology name, e.g. v5p:4x4x8.")
+_NUM_SLICES = flags.DEFINE_integer(
+    "num_slices", 1, "Slices of the topology joined over DCN (multislice; set mesh.dcn_data / "
+    "mesh.dcn_fsdp to match).")
 _CLIPS_PER_CHIP = flags.DEFINE_integer(
     "clips_per_chip", 0, "If > 0, data.global_batch_size = clips_per_chip x the topology's chips.")
 _MIN_HEADROOM = flags.DEFINE_float("min_headroom", 0.0, "Fraction of HBM that must stay free.")
@@ -75,21 +82,19 @@ _EVAL = flags.DEFINE_bool("eval", True, "Also compile the evaluator's token func
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Write the report as JSON here.")
 
 
-def topology_devices(topology: str) -> list:
-  """The devices of a libtpu topology (e.g. 'v5p:4x4x8'), without any TPU attached."""
+def topology_devices(topology: str, num_slices: int = 1) -> list:
+  """The devices of `num_slices` slices of a libtpu topology (e.g. 'v5p:4x4x8'), without any
+  TPU attached."""
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
 
+  if num_slices < 1:
+    raise ValueError(f"num_slices={num_slices} must be >= 1")
   try:
-    return list(topologies.get_topology_desc(platform="tpu", topology_name=topology).devices)
+    return list(topologies.get_topology_desc(platform="tpu", topology_name=topology,
+                                             num_slices=num_slices).devices)
   except (RuntimeError, ValueError) as e:
     raise ValueError(f"cannot describe TPU topology {topology!r} (it needs libtpu: "
                      f"pip install -r requirements-tpu.txt): {e}") from e
-
-
-def devices_per_chip(devices) -> int:
-  """Devices sharing one chip (2 for a TPU v4 topology listed per TensorCore, else 1)."""
-  coords = {tuple(d.coords) for d in devices if hasattr(d, "coords")}
-  return len(devices) // len(coords) if coords else 1
 
 
 def hbm_bytes_per_device(devices) -> int | None:
@@ -171,7 +176,8 @@ def compile_report(config, devices, *, hbm_bytes: int | None = None, min_headroo
 
   Args:
     config: a training config (configs/*.py).
-    devices: the devices to lay the config's mesh over (a TPU topology's, or local ones).
+    devices: the devices to lay the config's mesh over (a TPU topology's, or local ones); of
+      several slices, the mesh's DCN sizes must multiply to their number.
     hbm_bytes: memory per device; default: from HBM_GIB_PER_CHIP by the devices' kind.
     min_headroom: fraction of the memory that must stay free for a function to fit.
     max_replicated_bytes: larger parameters (trainable or frozen) may not be replicated on an
@@ -179,14 +185,16 @@ def compile_report(config, devices, *, hbm_bytes: int | None = None, min_headroo
     compile_eval: also compile the sync evaluator's token functions (if config.evals.sync).
 
   Returns:
-    A JSON-serialisable dict; `ok` is False if something does not fit or is left replicated.
+    A JSON-serialisable dict; `ok` is False if something does not fit or is left replicated;
+    `dcn_axes` maps each mesh axis that crosses slices to the number of slices it spans.
   """
   if not 0.0 <= min_headroom < 1.0:
     raise ValueError(f"min_headroom={min_headroom} must be in [0, 1)")
   config = _for_compilation(config)
   num_hosts = len({d.process_index for d in devices})
+  num_slices = sharding.num_slices(devices)
   config_validation.validate(config, num_devices=len(devices), process_count=num_hosts,
-                             training=False)
+                             num_slices=num_slices, training=False)
   kind = devices[0].device_kind
   hbm = hbm_bytes or hbm_bytes_per_device(devices)
   if hbm is None:
@@ -213,6 +221,8 @@ def compile_report(config, devices, *, hbm_bytes: int | None = None, min_headroo
   report = {
       "device_kind": kind, "num_devices": n, "devices_per_chip": devices_per_chip(devices),
       "num_hosts": num_hosts, "mesh": {k: int(v) for k, v in mesh.shape.items()},
+      "num_slices": num_slices,
+      "dcn_axes": {a: k for a, k in sharding.slices_per_axis(mesh.devices).items() if k > 1},
       "global_batch_size": config.data.global_batch_size,
       "clips_per_device": config.data.global_batch_size / n,
       "window_frames": t, "scan_layers": bool(config.model.scan_layers),
@@ -250,6 +260,9 @@ def format_report(report: dict) -> str:
   lines = [
       f"topology {report.get('topology', '-')}: {report['num_devices']} x {report['device_kind']} "
       f"({report['devices_per_chip']} per chip), {report['num_hosts']} hosts, mesh {report['mesh']}",
+      f"{report['num_slices']} slice(s); " + (", ".join(
+          f"{a} crosses DCN ({n} slices)" for a, n in report["dcn_axes"].items())
+          if report["dcn_axes"] else "no mesh axis crosses DCN"),
       f"global batch {report['global_batch_size']} clips x {report['window_frames']} frames "
       f"({report['clips_per_device']:g} per device), dtype {report['dtype']}, "
       f"scan_layers={report['scan_layers']}, remat_policy={report['remat_policy']}",
@@ -300,7 +313,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not _TOPOLOGY.value:
     raise app.UsageError("--topology is required, e.g. --topology=v5p:4x4x8")
-  devices = topology_devices(_TOPOLOGY.value)
+  devices = topology_devices(_TOPOLOGY.value, _NUM_SLICES.value)
   config = _CONFIG.value
   if _CLIPS_PER_CHIP.value > 0:
     config.data.global_batch_size = _CLIPS_PER_CHIP.value * (len(devices) // devices_per_chip(devices))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 
-from synclipmae_jax import checkpointing
+from synclipmae_jax import checkpointing, storage
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.evaluators import probe as probe_evaluator
 from synclipmae_jax.models import synclipmae
@@ -56,7 +56,7 @@ def probe_rows(workdirs: list[str], *, step: int | None = None, random_init: boo
     metrics, details = evaluator.fit(features)
     fit_seconds = time.perf_counter() - start
     frames = sum(len(c["frames"]) for clips in evaluator.clips.values() for c in clips)
-    rows.append({"name": name, "workdir": os.path.abspath(workdir), "step": restored.step,
+    rows.append({"name": name, "workdir": str(storage.path(workdir)), "step": restored.step,
                  "metrics": metrics, "details": details, "frames": frames,
                  "extract_seconds": extract_seconds, "fit_seconds": fit_seconds})
   return {"options": entry.to_dict(), "rows": rows}
@@ -93,9 +93,11 @@ def main(flags_) -> None:
   report = probe_rows(flags_.workdir, step=flags_.step, random_init=flags_.random_init,
                       options=evaluators.parse_options(flags_.option))
   out_dir = flags_.out or os.path.join(flags_.workdir[0], "probe", str(report["rows"][0]["step"]))
-  paths = write_report(report, out_dir)
+  out = storage.Mirror(out_dir)  # written locally, copied to a bucket's folder
+  paths = write_report(report, out.local)
+  out.sync()
   print(markdown(report))
-  print("wrote " + ", ".join(paths.values()))
+  print("wrote " + ", ".join(out.shown(p) for p in paths.values()))
 
 
 def run() -> None:

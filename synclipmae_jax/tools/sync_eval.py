@@ -37,7 +37,7 @@ import numpy as np
 
 from data_pipelines import schema
 from data_pipelines.prepare import face_detector, plan, prepare
-from synclipmae_jax import checkpointing, input_pipeline, tasks
+from synclipmae_jax import checkpointing, input_pipeline, storage, tasks
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.evaluators import sync as sync_evaluator
 from synclipmae_jax.tools import fix_sync
@@ -71,7 +71,7 @@ def evaluate(workdir: str, *, step: int | None = None, eval_pattern: str = "",
   for trial in trials:
     trial["estimate_ms"] = trial["estimate"] * ms_per_frame
     trial["true_lag_ms"] = trial["true_lag"] * ms_per_frame
-  return {"workdir": os.path.abspath(workdir), "step": restored.step, "task": tasks.name_of(config),
+  return {"workdir": str(storage.path(workdir)), "step": restored.step, "task": tasks.name_of(config),
           "eval_shards": eval_paths,
           "options": entry.to_dict(), "metrics": metrics, "trials": trials,
           "sign": "lag > 0: the video lags the audio (audio frame t matches video frame t + lag)"}
@@ -236,9 +236,11 @@ def main(flags_) -> None:
                       options=evaluators.parse_options(flags_.option))
     summary = markdown(report).split("\n| trial |")[0]
   out_dir = flags_.out or os.path.join(flags_.workdir, "sync_eval", str(report["step"]))
-  paths = write_report(report, out_dir)
+  out = storage.Mirror(out_dir)  # written locally, copied to a bucket's folder
+  paths = write_report(report, out.local)
+  out.sync()
   print(summary)
-  print("wrote " + ", ".join(paths.values()))
+  print("wrote " + ", ".join(out.shown(p) for p in paths.values()))
 
 
 def run() -> None:

@@ -17,7 +17,7 @@ import json
 import os
 import time
 
-from synclipmae_jax import checkpointing, config_defaults
+from synclipmae_jax import checkpointing, config_defaults, storage
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.evaluators import vsr as vsr_evaluator
 from synclipmae_jax.tasks import vsr as vsr_task
@@ -41,7 +41,7 @@ def evaluate(workdir: str, *, step: int | None = None, options: dict | None = No
   start = time.perf_counter()
   metrics, rows = evaluator.evaluate(restored.params)
   seconds = time.perf_counter() - start
-  return {"workdir": os.path.abspath(workdir), "step": restored.step, "options": entry.to_dict(),
+  return {"workdir": str(storage.path(workdir)), "step": restored.step, "options": entry.to_dict(),
           "encoder": config.encoder.to_dict(), "metrics": metrics, "utterances": rows,
           "decode_seconds": seconds, "utterances_per_second": len(rows) / seconds}
 
@@ -60,11 +60,12 @@ def markdown(report: dict) -> str:
 def main(flags_) -> None:
   report = evaluate(flags_.workdir, step=flags_.step, options=evaluators.parse_options(flags_.option))
   out_dir = flags_.out or os.path.join(flags_.workdir, "vsr_eval", str(report["step"]))
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, REPORT_JSON), "w") as f:
+  out = storage.Mirror(out_dir)  # written locally, copied to a bucket's folder
+  with open(os.path.join(out.local, REPORT_JSON), "w") as f:
     json.dump(report, f, indent=1)
-  with open(os.path.join(out_dir, REPORT_MD), "w") as f:
+  with open(os.path.join(out.local, REPORT_MD), "w") as f:
     f.write(markdown(report))
+  out.sync()
   print(markdown(report).split("\n| clip |")[0])
   print(f"wrote {out_dir}/{REPORT_JSON}, {REPORT_MD}")
 

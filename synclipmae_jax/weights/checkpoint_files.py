@@ -12,6 +12,9 @@ Formats:
 
 Floating-point arrays are returned as float32 (the parameters' dtype; float16/bfloat16 widen
 exactly); other arrays keep their dtype.
+
+Paths may be in a bucket (`gs://...`, `storage.py`): a weights file there is copied once to
+`WEIGHTS_CACHE` and read from that copy (the readers above open local files).
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
+from synclipmae_jax import storage
 from synclipmae_jax.weights import torchscript_archive
 
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                    "pytorch_model.bin.index.json")
 WRAPPER_KEYS = ("state_dict", "model")
+WEIGHTS_CACHE = os.path.join("~", ".cache", "synclipmae_jax", "weights")
 
 
 def _float32(array: np.ndarray) -> np.ndarray:
@@ -63,8 +68,9 @@ def _torch_to_numpy(tensor) -> np.ndarray:
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
   """The state dict in one checkpoint file (see the module docstring for the formats)."""
-  if not os.path.isfile(path):
+  if not storage.path(path).is_file():
     raise ValueError(f"checkpoint file {path} does not exist")
+  [path] = storage.local_copies([path], WEIGHTS_CACHE)
   if path.endswith(".safetensors"):
     from safetensors.numpy import load_file
     return {k: _float32(v) for k, v in load_file(path).items()}
@@ -77,7 +83,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 def hf_weight_file(directory: str) -> str:
   """The weights file of a Hugging Face model directory (the first of `HF_WEIGHT_FILES`)."""
   for name in HF_WEIGHT_FILES:
-    if os.path.isfile(os.path.join(directory, name)):
+    if (storage.path(directory) / name).is_file():
       return os.path.join(directory, name)
   raise ValueError(f"{directory} has none of {', '.join(HF_WEIGHT_FILES)}")
 
@@ -87,8 +93,7 @@ def read_hf_directory(directory: str) -> dict[str, np.ndarray]:
   path = hf_weight_file(directory)
   if not path.endswith(".index.json"):
     return read_state_dict(path)
-  with open(path) as f:
-    shards = sorted(set(json.load(f)["weight_map"].values()))
+  shards = sorted(set(json.loads(storage.path(path).read_text())["weight_map"].values()))
   state = {}
   for shard in shards:
     state.update(read_state_dict(os.path.join(directory, shard)))
@@ -97,11 +102,10 @@ def read_hf_directory(directory: str) -> dict[str, np.ndarray]:
 
 def read_json(directory: str, name: str) -> dict | None:
   """`directory/name` parsed, or None if there is no such file."""
-  path = os.path.join(directory, name)
-  if not os.path.isfile(path):
+  path = storage.path(directory) / name
+  if not path.is_file():
     return None
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(path.read_text())
 
 
 def missing_files(kind: str, path: str) -> list[str]:
@@ -111,12 +115,12 @@ def missing_files(kind: str, path: str) -> list[str]:
   checkpoint file.
   """
   if kind == "sapiens":
-    return [] if os.path.isfile(path) else [f"file {path} does not exist"]
-  if not os.path.isdir(path):
+    return [] if storage.path(path).is_file() else [f"file {path} does not exist"]
+  if not storage.path(path).is_dir():
     return [f"directory {path} does not exist"]
   problems = []
-  if not os.path.isfile(os.path.join(path, "config.json")):
+  if not (storage.path(path) / "config.json").is_file():
     problems.append(f"{os.path.join(path, 'config.json')} does not exist")
-  if not any(os.path.isfile(os.path.join(path, name)) for name in HF_WEIGHT_FILES):
+  if not any((storage.path(path) / name).is_file() for name in HF_WEIGHT_FILES):
     problems.append(f"{path} has none of {', '.join(HF_WEIGHT_FILES)}")
   return problems
