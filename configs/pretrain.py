@@ -13,7 +13,12 @@ ArrayRecord shards in the schema of data_pipelines/schema.py):
     --config.data.eval_pattern='/data/talking_faces/validation-*.array_record'
 
 `data.global_batch_size` is set for 128 chips (48 x 128 = 6144 clips); change it with the
-chip count: `--config.data.global_batch_size=$((48 * CHIPS))`.
+chip count: `--config.data.global_batch_size=$((48 * CHIPS))`. The workdir is written straight to
+the bucket (checkpoints, config, metrics, TensorBoard, the log); data patterns may be `gs://`
+shards too (copied once per host) or a gcsfuse mount (a local path, as above). Pass
+`--config.compilation_cache_dir=gs://BUCKET/runs/compilation_cache` (launch/tpu_pod.sh does) so
+that a restart loads the compiled step. Exit status 75 = preempted after saving (relaunch the same
+command to resume; `tpu_pod.sh train --restart` does), 0 = finished (launch/README.md).
 
 Multislice (N slices over DCN, a queued resource: `launch/tpu_pod.sh create --num_slices=N`):
 the same command with `--config.mesh.dcn_data=N` (data parallel across slices; the mesh sizes
