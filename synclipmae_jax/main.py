@@ -18,7 +18,7 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from synclipmae_jax import checkpointing, train
+from synclipmae_jax import checkpointing, command_line, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).",
                                           lock_config=True)
@@ -47,7 +47,7 @@ def main(argv):
 
 def run():
   """Console-script entry point (`synclipmae-train`)."""
-  app.run(main)
+  command_line.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import torch
 
 from data_pipelines.prepare import crop, decode, encode, face_detector, process
 from synclipmae_torch import dub_samples, dub_step, dub_train
+from synclipmae_jax import command_line
 
 MARGIN = process.PrepareOptions.margin  # the preparation's crop margin around the face
 CRF = 17  # x264's constant rate factor of the output: visually lossless, the source kept as it was
@@ -172,7 +173,7 @@ def dub(run: str, video: str, out: str, *, speech: str | None = None, driving_vi
 
 def run() -> None:
   """Command line (`synclipmae-dub`)."""
-  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
 
   flags.DEFINE_string("run", None, "A synclipmae-dub-train workdir (its latest checkpoint).")
   flags.DEFINE_string("video", None, "The source video.")
@@ -187,9 +188,9 @@ def run() -> None:
   flags.DEFINE_enum("device", "auto", dub_train.DEVICES, "auto: a GPU when there is one.")
   flags.mark_flags_as_required(["run", "video", "out"])
   f = flags.FLAGS
-  app.run(lambda argv: print(dub(f.run, f.video, f.out, speech=f.speech, driving_video=f.driving_video,
+  command_line.run(lambda argv: print(dub(f.run, f.video, f.out, speech=f.speech, driving_video=f.driving_video,
                                  size=f.size, steps=f.steps, guidance_scale=f.guidance_scale,
-                                 seed=f.seed, detector=f.detector, device=f.device)))
+                                 seed=f.seed, detector=f.detector, device=f.device)), __name__)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from data_pipelines import audio_windows, grain_pipeline
 from data_pipelines.prepare import crop, face_detector, prepare, process
 from synclipmae_jax import sync_metrics
 from synclipmae_torch import syncnet, tokens as tokens_lib
+from synclipmae_jax import command_line
 
 MAX_LAG = 15  # lags -15..+15, as SyncNet's offsets
 WINDOW = 5  # frames per window of Sync-C: SyncNet's video window
@@ -182,7 +183,7 @@ def markdown(report: dict) -> str:
 
 def run() -> None:
   """Command line (`python -m synclipmae_torch.dub_score`, console script `synclipmae-dub-score`)."""
-  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
 
   flags.DEFINE_multi_string("video", None, "A video to score (repeat for several).")
   flags.DEFINE_string("synclipmae", None, "A synclipmae-export folder.")
@@ -205,7 +206,7 @@ def run() -> None:
     if not report["videos"]:
       raise SystemExit("synclipmae-dub-score: no video could be scored")
 
-  app.run(main)
+  command_line.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from torch import distributed
 
 from data_pipelines import clip_records
 from synclipmae_torch import audiopack, dub_samples, dub_step, tokens as tokens_lib
+from synclipmae_jax import command_line
 
 TOKEN_SOURCES = ("audio", "video")
 DEVICES = ("auto", "cpu", "cuda")  # auto: cuda when there is one
@@ -304,7 +305,7 @@ def train(config, workdir: str) -> dict:
 
 def run() -> None:
   """Command line (`synclipmae-dub-train`)."""
-  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
 
   config = config_flags.DEFINE_config_file("config", None, "configs/dub.py[:tiny]", lock_config=True)
@@ -318,7 +319,7 @@ def run() -> None:
     if int(os.environ.get("RANK", "0")) == 0:
       print(metrics)
 
-  app.run(main)
+  command_line.run(main, __name__)
 
 
 if __name__ == "__main__":

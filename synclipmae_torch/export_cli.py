@@ -12,6 +12,7 @@ from absl import app, flags, logging
 
 from synclipmae_jax import checkpointing
 from synclipmae_torch import export, layout
+from synclipmae_jax import command_line
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir.")
 _OUT = flags.DEFINE_string("out", None, "Folder to write (created).")
@@ -31,7 +32,7 @@ def main(argv):
 
 def run():
   """Console-script entry point (`synclipmae-export`)."""
-  app.run(main)
+  command_line.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import shlex
 import subprocess
 import sys
 
-from synclipmae_jax import checkpointing, storage
+from synclipmae_jax import checkpointing, command_line, storage
 from synclipmae_jax.sweeps import expand, index as index_lib
 
 LAUNCHER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -100,7 +100,7 @@ def main(argv, flags_) -> None:
 
 def run() -> None:
   """Command line (`python -m synclipmae_jax.sweeps.launch`, console script `synclipmae-sweep`)."""
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
 
   flags.DEFINE_string("config", None, "Config file declaring get_hyper, with its :variant; "
                       "without it the existing index in --sweep_root is used.")
@@ -114,7 +114,7 @@ def run() -> None:
   flags.DEFINE_bool("markdown", False, "With --print: a markdown table.")
   flags.DEFINE_string("metrics", index_lib.DEFAULT_METRICS, "Comma-separated metric names or prefixes to show.")
   flags.mark_flags_as_required(["sweep_root"])
-  app.run(lambda argv: main(argv, flags.FLAGS))
+  command_line.run(lambda argv: main(argv, flags.FLAGS), __name__)
 
 
 if __name__ == "__main__":

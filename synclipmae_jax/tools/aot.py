@@ -54,7 +54,7 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
-from synclipmae_jax import config_validation, experiment, sharding
+from synclipmae_jax import command_line, config_validation, experiment, sharding
 from synclipmae_jax.chip_peaks import (GIB, HBM_GIB_PER_CHIP, PEAK_BF16_TFLOPS_PER_CHIP,
                                        devices_per_chip)
 from synclipmae_jax.evaluators import sync
@@ -332,7 +332,7 @@ def main(argv):
 def run():
   """Console-script entry point (`synclipmae-aot`)."""
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  command_line.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 
-from synclipmae_jax import checkpointing, config_files, train
+from synclipmae_jax import checkpointing, command_line, config_files, train
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.tools import probe as probe_tool
 from synclipmae_jax.tools import vsr_eval
@@ -86,7 +86,7 @@ def markdown(report: dict) -> str:
 
 def run() -> None:
   """Command line (`python -m synclipmae_jax.tools.downstream_table`, `synclipmae-downstream`)."""
-  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
 
   flags.DEFINE_string("workdir", None, "The pretraining run whose encoder is evaluated.")
   flags.DEFINE_string("root", None, "Where the baseline, the VSR heads and the reports go.")
@@ -105,7 +105,7 @@ def run() -> None:
                    probe_options=evaluators.parse_options(f.probe_option))
     print(markdown(report))
 
-  app.run(main)
+  command_line.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import numpy as np
 
 from data_pipelines import schema
 from data_pipelines.prepare import encode, face_detector, prepare, process
-from synclipmae_jax import checkpointing, sync_metrics, tasks
+from synclipmae_jax import checkpointing, command_line, sync_metrics, tasks
 from synclipmae_jax.evaluators import sync as sync_evaluator
 from synclipmae_jax.models import audio_encoder as audio_encoder_lib
 
@@ -117,7 +117,7 @@ def main(flags_) -> None:
 
 def run() -> None:
   """Command line (`python -m synclipmae_jax.tools.fix_sync`, console script `synclipmae-fix-sync`)."""
-  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
 
   flags.DEFINE_string("workdir", None, "A training run's workdir (config.json and checkpoints/).")
   flags.DEFINE_string("video", None, "The video file to measure.")
@@ -136,7 +136,7 @@ def run() -> None:
     except NotEstimated as e:
       raise SystemExit(f"synclipmae-fix-sync: {e}") from None
 
-  app.run(entry)
+  command_line.run(entry, __name__)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 
-from synclipmae_jax import checkpointing, storage
+from synclipmae_jax import checkpointing, command_line, storage
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.evaluators import probe as probe_evaluator
 from synclipmae_jax.models import synclipmae
@@ -102,7 +102,7 @@ def main(flags_) -> None:
 
 def run() -> None:
   """Command line (`python -m synclipmae_jax.tools.probe`, console script `synclipmae-probe`)."""
-  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
 
   flags.DEFINE_multi_string("workdir", None, "A training run's workdir; repeat for more rows.")
   flags.DEFINE_integer("step", None, "The first workdir's checkpoint (default: the latest).")
@@ -111,7 +111,7 @@ def run() -> None:
   flags.DEFINE_multi_string("option", [], "A probe option key=value (evals.probe), e.g. "
                             "feature=patch_mean or clip_frames=[16,80].")
   flags.mark_flags_as_required(["workdir"])
-  app.run(lambda argv: main(flags.FLAGS))
+  command_line.run(lambda argv: main(flags.FLAGS), __name__)
 
 
 if __name__ == "__main__":

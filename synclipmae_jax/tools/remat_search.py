@@ -40,6 +40,7 @@ import jax
 
 from synclipmae_jax.models import remat
 from synclipmae_jax.tools import aot
+from synclipmae_jax import command_line
 
 SECONDS_PER_DAY = 86_400
 UTILISATION_POINTS = aot.MFU_POINTS  # fractions of peak at which the executed FLOPs run
@@ -250,7 +251,7 @@ def main(argv):
 def run():
   """Console-script entry point (`synclipmae-aot-remat`)."""
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  command_line.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import numpy as np
 
 from data_pipelines import schema
 from data_pipelines.prepare import face_detector, plan, prepare
-from synclipmae_jax import checkpointing, input_pipeline, storage, tasks
+from synclipmae_jax import checkpointing, command_line, input_pipeline, storage, tasks
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.evaluators import sync as sync_evaluator
 from synclipmae_jax.tools import fix_sync
@@ -245,7 +245,7 @@ def main(flags_) -> None:
 
 def run() -> None:
   """Command line (`python -m synclipmae_jax.tools.sync_eval`, console script `synclipmae-sync-eval`)."""
-  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
 
   flags.DEFINE_string("workdir", None, "A training run's workdir (config.json and checkpoints/).")
   flags.DEFINE_integer("step", None, "The checkpoint to evaluate (default: the latest).")
@@ -258,7 +258,7 @@ def run() -> None:
                             "num_clips=64 or windows=[1,5,15].")
   prepare.define_video_preparation_flags(flags)  # for --videos
   flags.mark_flags_as_required(["workdir"])
-  app.run(lambda argv: main(flags.FLAGS))
+  command_line.run(lambda argv: main(flags.FLAGS), __name__)
 
 
 if __name__ == "__main__":

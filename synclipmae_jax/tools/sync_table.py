@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 
-from synclipmae_jax import sync_metrics
+from synclipmae_jax import command_line, sync_metrics
 from synclipmae_jax.tools import sync_eval
 
 # Paper Table 1 (../shared/papers/synclipmae.txt, its first results table): K = 1 / 5 / 15 Acc (%)
@@ -98,14 +98,14 @@ def main(flags_) -> None:
 
 def run() -> None:
   """Command line (`python -m synclipmae_jax.tools.sync_table`, console script `synclipmae-sync-table`)."""
-  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
 
   flags.DEFINE_multi_string("workdir", None, "A training run's workdir (repeat for every row).")
   flags.DEFINE_string("eval_pattern", "", "Held-out ArrayRecord shards for every row instead of "
                       "each run's own.")
   flags.DEFINE_string("out", "sync_table", "Output folder.")
   flags.mark_flags_as_required(["workdir"])
-  app.run(lambda argv: main(flags.FLAGS))
+  command_line.run(lambda argv: main(flags.FLAGS), __name__)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import json
 import os
 import time
 
-from synclipmae_jax import checkpointing, config_defaults, storage
+from synclipmae_jax import checkpointing, command_line, config_defaults, storage
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.evaluators import vsr as vsr_evaluator
 from synclipmae_jax.tasks import vsr as vsr_task
@@ -72,7 +72,7 @@ def main(flags_) -> None:
 
 def run() -> None:
   """Command line (`python -m synclipmae_jax.tools.vsr_eval`, console script `synclipmae-vsr-eval`)."""
-  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
 
   flags.DEFINE_string("workdir", None, "A lip-reading run's workdir (configs/vsr.py).")
   flags.DEFINE_integer("step", None, "The checkpoint (default: the latest).")
@@ -80,7 +80,7 @@ def run() -> None:
   flags.DEFINE_multi_string("option", [], "A VSR evaluator option key=value (evals.vsr), e.g. "
                             "split=validation, beam=1 or ctc_weight=0.")
   flags.mark_flags_as_required(["workdir"])
-  app.run(lambda argv: main(flags.FLAGS))
+  command_line.run(lambda argv: main(flags.FLAGS), __name__)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from synclipmae_jax.weights import pretrained
+from synclipmae_jax import command_line
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "The training config (configs/*.py[:variant]) whose model is the target.",
@@ -39,7 +40,7 @@ def main(argv: list[str]) -> int:
 
 def run():
   """Console-script entry point (`synclipmae-inspect-checkpoint`)."""
-  app.run(main)
+  command_line.run(main, __name__)
 
 
 if __name__ == "__main__":
