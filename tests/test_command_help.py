@@ -2,6 +2,7 @@
 through synclipmae_jax/command_line.py, argparse ones natively), read from the module's source
 (issue 31)."""
 
+import concurrent.futures
 import importlib.util
 import os
 import re
@@ -28,15 +29,22 @@ def _declared_flags(entry_point: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def helps():
-  """Each script's `--help` output, the scripts started together (each imports jax or torch)."""
+  """Each script's `--help` output (status, text), three scripts at a time: each imports jax or
+  torch (a few hundred MB each), beside the other test worker's memory."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
   env.pop("XLA_FLAGS", None)
-  procs = {name: subprocess.Popen([sys.executable, "-c", f"import sys; from {ep.split(':')[0]} import "
-                                   f"{ep.split(':')[1]} as run; sys.argv[0] = {name!r}; run()",
-                                   "--help"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
-           for name, ep in SCRIPTS.items()}
-  return {name: (p.wait(timeout=600), p.stdout.read()) for name, p in procs.items()}
+
+  def help_of(item):
+    name, entry_point = item
+    module, function = entry_point.split(":")
+    result = subprocess.run(
+        [sys.executable, "-c", f"import sys; from {module} import {function} as run; "
+         f"sys.argv[0] = {name!r}; run()", "--help"], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=600)
+    return name, (result.returncode, result.stdout + result.stderr)
+
+  with concurrent.futures.ThreadPoolExecutor(3) as pool:
+    return dict(pool.map(help_of, SCRIPTS.items()))
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
