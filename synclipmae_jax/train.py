@@ -116,7 +116,8 @@ def _train_and_evaluate(config, workdir: str, preemption) -> dict[str, float]:
         sync()
         logging.info("first train step (its compilation) done in %.1f s, persistent compilation "
                      "cache: %s", chrono.elapsed(), first_compile.outcome())
-      if progress.itstime(step, config.log_every_steps, final):
+      log_now = progress.itstime(step, config.log_every_steps, final)
+      if log_now:
         sync()
         last = {**pending.pop_means(), **chrono.pop(step)}
         writer.write_scalars(step, last)
@@ -129,7 +130,7 @@ def _train_and_evaluate(config, workdir: str, preemption) -> dict[str, float]:
       checkpointing.maybe_save_checkpoint(
           manager, step, state, train_iter, every_steps=config.checkpoint_every_steps,
           final=final, preempted=bool(stop), before_save=sync)
-      if progress.itstime(step, config.log_every_steps, final) and not manager.is_saving_in_progress():
+      if log_now and not manager.is_saving_in_progress():
         # The log and the events to a bucket workdir, never while orbax commits a checkpoint
         # there: gcsfs calls from two threads at once can hang (storage.Mirror).
         writer.flush()
