@@ -64,9 +64,10 @@ class SyncTokenizer(nn.Module):
     weights = face_weights.patch_weights(
         np.asarray(face_boxes, np.float32).reshape(t, 4), np.asarray(mouth_boxes, np.float32).reshape(t, 4),
         grid, **self.view_config["face_weights"])
-    # The k highest weights, ties to the lower index (jax.lax.top_k), in ascending index order.
-    top = np.argsort(-weights, axis=1, kind="stable")[:, :self.view_config["num_visible"]]
-    return patches, torch.from_numpy(np.sort(top, axis=1).astype(np.int64))
+    # The k highest weights, ties to the lower index, in ascending index order: the JAX
+    # evaluator's rule (masking.top_weight_keep), on the same float32 weights.
+    top = face_weights.top_k(weights, self.view_config["num_visible"])
+    return patches, torch.from_numpy(top.astype(np.int64))
 
   def prompt_tokens(self, frames, face_boxes, mouth_boxes,
                     frames_per_call: int = 256) -> dict[str, torch.Tensor]:

@@ -28,6 +28,7 @@ from synclipmae_jax.evaluators import sync
 from synclipmae_jax.models import audio_encoder, audio_signal, synclipmae
 from synclipmae_jax.weights import param_tree, wav2vec2_checkpoint
 from synclipmae_torch import export, layout
+from tests import cell_boxes
 from torch_peers import random_eval_model
 from wav2vec2_tiny import TINY, VARIANTS
 
@@ -340,6 +341,39 @@ def test_tokenizer_view_and_tokens_match_the_jax_evaluator(tiny_mel):
   np.testing.assert_allclose(ours_audio.numpy(), np.asarray(audio_tokens), atol=TOLERANCE)
   with pytest.raises(ValueError, match="4 frames need 2560 audio samples"):
     tokenizer(frames, face, mouth, waveform[:-1])
+
+
+def test_tokenizer_keeps_the_jax_patches_where_face_weights_tie(tmp_path):
+  """A 6 x 6 grid, where cell edges j / 6 are no float32 fractions (coverage (hi - lo) * grid of
+  rounded edges made equal weights unequal, differently in numpy and XLA), with boxes on cell
+  edges so that most frames' view cuts among equal weights: the tokenizer keeps the JAX
+  evaluator's patches and its prompt tokens are the JAX ones."""
+  config = make_config("tiny-mel")
+  config.model.image_size = 48
+  grid, f = 6, 24
+  k = masking.num_visible(grid * grid, config.masking.mask_ratio)
+  params = random_params(config, seed=3)
+  folder = str(tmp_path / "export")
+  export.export(config, params, folder)
+  tokenizer = tokens.SyncTokenizer.from_pretrained(folder)
+  rng = np.random.default_rng(0)
+  frames = rng.integers(0, 256, (f, 48, 48, 3), dtype=np.uint8)
+  face, mouth = cell_boxes.cell_edge_boxes(rng, f, grid)
+  ranked = -np.sort(-face_weights.patch_weights(face, mouth, grid, **config.masking.face_weights))
+  assert (ranked[:, k - 1] == ranked[:, k]).sum() >= f // 2  # the premise: ties at the cut
+  jax_keep = jax.jit(lambda f, m: masking.top_weight_keep(face_weights.patch_weights(
+      f, m, grid, **config.masking.face_weights, xp=jnp), k))(face, mouth)
+  _, ours_keep = tokenizer.view(frames, face, mouth)
+  np.testing.assert_array_equal(ours_keep.numpy(), np.asarray(jax_keep))
+  expected = sync.prompt_tokens_for(synclipmae.build(config.model), config, config.evals.sync)(
+      params, frames, face, mouth)
+  with torch.no_grad():
+    ours = tokenizer.prompt_tokens(frames, face, mouth)
+  # Float32 rounding through the encoder: a few ulp of tokens of magnitude ~3 (ulp 2.4e-7),
+  # where one other kept patch moves a token by O(1).
+  for i, name in enumerate(("identity", "vocal", "ambient")):
+    np.testing.assert_allclose(ours[name].numpy(), np.asarray(expected[:, i]), atol=1e-5,
+                               err_msg=name)
 
 
 def test_encoder_compiles_to_one_graph(tiny_mel):

@@ -8,16 +8,19 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from synclipmae_jax import checkpointing, input_pipeline
+from data_pipelines import face_weights
+from synclipmae_jax import checkpointing, input_pipeline, masking
 from synclipmae_jax.evaluators import sync
 from synclipmae_jax.models import audio_encoder, synclipmae
 from synclipmae_jax.weights import param_tree
 from synclipmae_torch import export, layout
-from tests import sync_decisions
+from tests import cell_boxes, sync_decisions
 
 torch = pytest.importorskip("torch")
 from synclipmae_torch import tokens  # pylint: disable=wrong-import-position
@@ -61,18 +64,26 @@ class PyTorchTokensEvaluator(sync.Evaluator):
       return self.tokenizer.audio_tokens(clip["audio"], start, stop).numpy()
 
 
-def test_sync_metrics_from_pytorch_tokens_equal_the_jax_ones(trained, tmp_path):
-  config, workdir, jax_metrics = trained
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+  """(params, frozen, the JAX sync evaluator, the same on PyTorch tokens) of the tiny run's final
+  checkpoint, exported to PyTorch."""
+  config, workdir, _ = trained
   step, params, frozen = read_checkpoint(workdir)
   assert step == config.num_train_steps
-  folder = str(tmp_path / "export")
+  folder = str(tmp_path_factory.mktemp("exported") / "export")
   export.export(config, params, folder, step=step)
   tokenizer = tokens.SyncTokenizer.from_pretrained(folder)
   args = (config.evals.sync, config)
   kwargs = dict(model=synclipmae.build(config.model), audio_encoder=audio_encoder.build(config.model.audio),
                 eval_paths=input_pipeline.dataset_paths(config)[1])
-  jax_evaluator = sync.Evaluator(*args, **kwargs)
-  torch_evaluator = PyTorchTokensEvaluator(tokenizer, *args, **kwargs)
+  return (params, frozen, sync.Evaluator(*args, **kwargs),
+          PyTorchTokensEvaluator(tokenizer, *args, **kwargs))
+
+
+def test_sync_metrics_from_pytorch_tokens_equal_the_jax_ones(trained, exported):
+  config, _, jax_metrics = trained
+  params, frozen, jax_evaluator, torch_evaluator = exported
   jax_tokens, torch_tokens = jax_evaluator.tokens(params, frozen), torch_evaluator.tokens(None, None)
   n = len(jax_evaluator.clips[0]["frames"])
   for name in ("aligned_video", "aligned_audio"):
@@ -93,6 +104,31 @@ def test_sync_metrics_from_pytorch_tokens_equal_the_jax_ones(trained, tmp_path):
       assert abs(ours[k] - v) <= allowed[k] + 1e-9, (k, ours[k], v, allowed[k])
     else:  # mean |correlation| of the prompts: continuous in the tokens
       assert ours[k] == pytest.approx(v, abs=1e-4), k
+
+
+def test_exported_tokens_equal_the_jax_ones_where_face_weights_tie(trained, exported):
+  """Boxes on patch-cell edges, so that the evaluation view's cut falls among equal face weights
+  (issue 29: the demo's exported tokens were off on such a frame): the exported model keeps the
+  JAX evaluator's patches, and its prompt tokens are the JAX ones within 1e-5 on every frame."""
+  config, _, _ = trained
+  params, _, jax_evaluator, torch_evaluator = exported
+  assert config.evals.sync.view == "face"
+  grid = config.model.image_size // config.model.patch_size
+  k = masking.num_visible(grid * grid, config.masking.mask_ratio)
+  clip = jax_evaluator.clips[0]
+  n = len(clip["frames"])
+  face, mouth = cell_boxes.cell_edge_boxes(np.random.default_rng(0), n, grid)
+  clip = dict(clip, face_boxes=face, mouth_boxes=mouth)
+  ranked = -np.sort(-face_weights.patch_weights(face, mouth, grid, **config.masking.face_weights))
+  assert (ranked[:, k - 1] == ranked[:, k]).sum() >= n // 4  # the premise: ties at the cut
+  jax_keep = jax.jit(lambda f, m: masking.top_weight_keep(face_weights.patch_weights(
+      f, m, grid, **config.masking.face_weights, xp=jnp), k))(face, mouth)
+  _, torch_keep = torch_evaluator.tokenizer.view(clip["frames"], face, mouth)
+  np.testing.assert_array_equal(torch_keep.numpy(), np.asarray(jax_keep))
+  ours = torch_evaluator.prompt_tokens(None, clip, 0, n)
+  expected = jax_evaluator.prompt_tokens(params, clip, 0, n)
+  assert ours.shape == expected.shape == (n, 3, 32)
+  np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5)
 
 
 def test_export_command_writes_any_step_of_a_workdir(trained, tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import face_weights
+from tests import cell_boxes
 
 GRID = 6
 WEIGHTS = dict(face_weights.DEFAULT_WEIGHTS)
@@ -65,10 +66,65 @@ def test_box_coverage_of_cells():
                     [0.25, 0.5, 0.75, 1.0],  # half of each bottom cell
                     [0.3, 0.3, 0.3, 0.6]], np.float32)  # empty
   cov = face_weights.box_coverage(boxes, 2)
-  np.testing.assert_allclose(cov, [[1, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0.5, 0.5], [0, 0, 0, 0]],
-                             atol=1e-7)
+  # Exact: the edges scaled to cell units (0.5, 1, 1.5, 2) and their differences are float32.
+  np.testing.assert_array_equal(cov, [[1, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0.5, 0.5], [0, 0, 0, 0]])
   np.testing.assert_array_equal(np.asarray(face_weights.box_coverage(jnp.asarray(boxes), 2, xp=jnp)),
                                 cov)
+
+
+@pytest.mark.parametrize("grid", [2, 6, 7, 14])
+def test_cells_wholly_inside_or_outside_a_box_are_covered_exactly_in_numpy_and_jax(grid):
+  """Against integer cell edges a cell wholly inside a box covers exactly 1 and one outside
+  exactly 0 (not (hi - lo) * grid of rounded edges), and every cell's coverage is the same
+  float32 in numpy and jitted JAX: the same correctly rounded operations on the same operands."""
+  rng = np.random.default_rng(grid)
+  boxes = np.concatenate([_random_boxes(rng, 200), *cell_boxes.cell_edge_boxes(rng, 100, grid)])
+  scaled = boxes.astype(np.float64) * grid  # exact: a float32 times a small integer
+  j = np.arange(grid)
+
+  def inside_outside(a0, a1):  # per axis [n, grid]: cell j wholly inside, wholly outside
+    return (a0[:, None] <= j) & (a1[:, None] >= j + 1), (a1[:, None] <= j) | (a0[:, None] >= j + 1)
+
+  in_x, out_x = inside_outside(scaled[:, 0], scaled[:, 2])
+  in_y, out_y = inside_outside(scaled[:, 1], scaled[:, 3])
+  inside = (in_y[:, :, None] & in_x[:, None, :]).reshape(len(boxes), -1)
+  outside = (out_y[:, :, None] | out_x[:, None, :]).reshape(len(boxes), -1)
+  assert inside.sum() > 100 and outside.sum() > 100 and (~inside & ~outside).sum() > 100
+  numpy_cov = face_weights.box_coverage(boxes, grid)
+  jax_cov = np.asarray(jax.jit(lambda b: face_weights.box_coverage(b, grid, xp=jnp))(boxes))
+  for cov in (numpy_cov, jax_cov):
+    assert cov.dtype == np.float32
+    assert (cov[inside] == 1.0).all() and (cov[outside] == 0.0).all()
+  np.testing.assert_array_equal(jax_cov, numpy_cov)
+
+
+@pytest.mark.parametrize("grid", [2, 6, 7, 14])
+def test_cell_edge_boxes_weigh_and_rank_alike_in_numpy_and_jax(grid):
+  """Boxes on cell edges: equal weights are equal floats in both back ends and the view keeps
+  the same patches. Exact for the default weights: the only fractional coverage (the lower
+  face's mid-line, 0.5 (y0 + y1) rounded) is multiplied by a step of 2, every other term is a
+  step times 0 or 1, so no rounding depends on how a back end fuses the multiply-adds."""
+  face, mouth = cell_boxes.cell_edge_boxes(np.random.default_rng(grid), 300, grid)
+  numpy_w = face_weights.patch_weights(face, mouth, grid, **WEIGHTS)
+  weights = jax.jit(lambda f, m: face_weights.patch_weights(f, m, grid, **WEIGHTS, xp=jnp))
+  jax_w = np.asarray(weights(face, mouth))
+  np.testing.assert_array_equal(jax_w, numpy_w)
+  k = max(1, round(grid * grid / 4))  # masking.num_visible at mask ratio 0.75
+  ranked = -np.sort(-numpy_w, axis=1)
+  assert (ranked[:, k - 1] == ranked[:, k]).mean() > 0.3  # the cut falls among equal weights
+  np.testing.assert_array_equal(
+      np.asarray(jax.jit(lambda w: face_weights.top_k(w, k, xp=jnp))(jax_w)),
+      face_weights.top_k(numpy_w, k))
+
+
+def test_top_k_breaks_ties_by_patch_index_in_numpy_and_jax():
+  scores = np.random.default_rng(0).integers(0, 4, (300, 36)).astype(np.float32)  # many ties
+  for k in (1, 5, 9, 35, 36):
+    expected = [sorted(sorted(range(36), key=lambda i, r=row: (-r[i], i))[:k]) for row in scores]
+    np.testing.assert_array_equal(face_weights.top_k(scores, k), expected)
+    np.testing.assert_array_equal(jax.jit(lambda s, k=k: face_weights.top_k(s, k, xp=jnp))(scores),
+                                  expected)
+  assert face_weights.top_k(np.float32([[1, 3, 3, 2, 3, 0]]), 2).tolist() == [[1, 2]]
 
 
 def test_face_weights_follow_boxes():

@@ -71,11 +71,16 @@ def test_weighted_keep_matches_sampling_without_replacement():
   np.testing.assert_allclose(np.bincount(keep, minlength=4) / len(keep), [0.1, 0.2, 0.3, 0.4], atol=0.015)
 
 
-def test_top_weight_keep_is_deterministic_top_k(boxes):
+def test_top_weight_keep_is_the_top_k_with_ties_to_the_lower_index(boxes):
+  """The evaluation view: the k highest weights, equal weights (the face box's columns 1 and 4
+  cover 1.5 - 1 = 5 - 4.5 = 0.5 of their cells, exactly) taken in patch order, ascending."""
   face, mouth = boxes
-  w = face_weights.patch_weights(face[:2], mouth[:2], GRID, **WEIGHTS, xp=jnp)
-  keep = np.asarray(masking.top_weight_keep(w, 4))
-  assert set(keep[0]) == set(np.argsort(-np.asarray(w[0]), kind="stable")[:4])
+  w = np.asarray(face_weights.patch_weights(face[:2], mouth[:2], GRID, **WEIGHTS, xp=jnp))
+  ranked = -np.sort(-w[0])
+  for k in (3, 5, 9):
+    assert ranked[k - 1] == ranked[k]  # the cut falls among equal weights
+    expected = [sorted(sorted(range(w.shape[1]), key=lambda i, r=row: (-r[i], i))[:k]) for row in w]
+    np.testing.assert_array_equal(masking.top_weight_keep(jnp.asarray(w), k), expected)
 
 
 def test_photometric_jitter_changes_colour_not_geometry():

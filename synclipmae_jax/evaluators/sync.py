@@ -14,8 +14,8 @@ is trained.
 
 Options (`config.evals.<name>`, defaults in `config_defaults.sync_eval_config`): num_clips,
 max_true_lag, trials_per_clip, windows, max_lag, tolerance, pool_size, ks, view ("face":
-the deterministic face-preserving view, the k highest-weight patches; "full": all
-patches), frames_per_call, seed.
+the deterministic face-preserving view, the k highest-weight patches, ties to the lower patch
+index: `face_weights.top_k`; "full": all patches), frames_per_call, seed.
 """
 
 from __future__ import annotations
