@@ -172,13 +172,17 @@ def sync_eval_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def probe_eval_config(**overrides) -> ml_collections.ConfigDict:
-  """The linear probes (paper 4.2, Table 3) on labelled clips: emotion and facial actions at
-  clip lengths of 16 and 80 frames. pattern: prepared shards with train / validation / test
-  records ("" = the labelled synthetic set `synthetic`); feature: evaluators/probe.py FEATURES."""
+  """The linear probes (paper 4.2, Table 3) on labelled videos: emotion and facial actions scored
+  per video on 16 and 80 frames sampled uniformly over it. pattern: prepared shards with train /
+  validation / test records ("" = the labelled synthetic set `synthetic`); frames: the counts;
+  protocol: evaluators/probe.py PROTOCOLS ("frames": per-frame logits averaged, the paper's for
+  SyncLipMAE; "clips": frames / clip_length clips of clip_length frames, the clip-based
+  baselines'); feature: evaluators/probe.py FEATURES."""
   c = ml_collections.ConfigDict(dict(
       type="probe", every_steps=1000, pattern="",
       synthetic=dict(num_identities=400, clips_per_identity=6, clip_frames=80, seed=0),
-      clip_frames=(16, 80), tasks=("emotion", "actions"), feature="motion",
+      frames=(16, 80), protocol="frames", clip_length=16, tasks=("emotion", "actions"),
+      feature="motion",
       learning_rates=(1e-3, 1e-2, 1e-1), weight_decays=(0.0, 1e-3, 1e-1), steps=500,
       frames_per_call=256))
   c.update(overrides)

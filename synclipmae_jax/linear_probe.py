@@ -1,9 +1,11 @@
 """Linear probes on cached features (paper 4.2, Table 3): one linear layer on frozen features.
 
-The paper's clip logits are the mean of the frame logits of one linear layer; a linear layer
-commutes with the mean, so a clip's logits are the layer applied to its mean frame feature,
-and the probe trains on one (standardised) feature vector per clip. Emotion is single-label
-(softmax cross-entropy), facial actions multi-label (sigmoid cross-entropy per action).
+The paper's video logits are the mean of one linear layer's logits over the video's sampled
+frames (or clips); a linear layer, and the standardisation before it, commute with the mean, so
+a video's logits are the layer applied to its mean sampled feature, and the probe trains and
+scores on one (standardised) feature vector per video (`evaluators/probe.py` samples them).
+Emotion is single-label (softmax cross-entropy), facial actions multi-label (sigmoid
+cross-entropy per action).
 
 Training is full-batch Adam (optax) from zero weights for a fixed number of steps, with weight
 decay as an L2 penalty on the weights (coupled: `add_decayed_weights` before Adam, the
@@ -28,7 +30,7 @@ from synclipmae_jax import probe_metrics
 
 
 def _train_one(x, y, learning_rate, weight_decay, *, multi_label: bool, steps: int):
-  """Weights {"w": [D, K], "b": [K]} of one probe: x [C, D], y [C, K] (one-hot or flags)."""
+  """Weights {"w": [D, K], "b": [K]} of one probe: x [V, D], y [V, K] (one-hot or flags)."""
   params = {"w": jnp.zeros((x.shape[1], y.shape[1]), x.dtype), "b": jnp.zeros((y.shape[1],), x.dtype)}
   tx = optax.chain(optax.add_decayed_weights(weight_decay, mask={"w": True, "b": False}),
                    optax.adam(learning_rate))
@@ -58,8 +60,8 @@ def fit(x, y, learning_rates, weight_decays, *, multi_label: bool, steps: int):
 
 @dataclasses.dataclass
 class Split:
-  """One split of a probe task: clip features [C, D] and targets (labels [C] for a single-label
-  task, flags [C, K] for a multi-label one)."""
+  """One split of a probe task: video features [V, D] and targets (labels [V] for a single-label
+  task, flags [V, K] for a multi-label one)."""
 
   features: np.ndarray
   targets: np.ndarray
@@ -69,10 +71,11 @@ def select(train: Split, validation: Split, test: Split, *, num_classes: int, mu
            learning_rates, weight_decays, steps: int) -> dict:
   """Trains the grid on `train` (features standardised with train's statistics), picks the point
   with the best validation figure (accuracy for single-label, mean AUC for multi-label; ties:
-  the other one) and returns its validation and test figures (`probe_metrics`)."""
+  the other one) and returns its validation and test figures (`probe_metrics`) and the number of
+  videos of each split."""
   for name, split in (("train", train), ("validation", validation), ("test", test)):
     if len(split.features) == 0:
-      raise ValueError(f"the {name} split has no labelled clips")
+      raise ValueError(f"the {name} split has no labelled videos")
   mean, std = train.features.mean(0), train.features.std(0) + 1e-6
   scale = lambda f: jnp.asarray((f - mean) / std, jnp.float32)  # noqa: E731
   grid = list(itertools.product(learning_rates, weight_decays))
@@ -95,5 +98,5 @@ def select(train: Split, validation: Split, test: Split, *, num_classes: int, mu
   best = max(range(len(grid)), key=rank)
   return {"learning_rate": float(grid[best][0]), "weight_decay": float(grid[best][1]),
           "validation": figures(best, validation), "test": figures(best, test),
-          "num_clips": {"train": len(train.features), "validation": len(validation.features),
+          "num_videos": {"train": len(train.features), "validation": len(validation.features),
                         "test": len(test.features)}}

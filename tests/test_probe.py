@@ -1,5 +1,7 @@
 """The linear probes (paper 4.2): metrics against hand-computed cases, the probe trainer on
-separable data, the labelled synthetic set, and `synclipmae-probe` on the shared tiny run."""
+separable data, the labelled synthetic set, the per-video samples, and `synclipmae-probe` on the
+shared tiny run. (The sampling of a video's frames and per-video against per-window scoring:
+test_probe_video.py.)"""
 
 import json
 import os
@@ -18,7 +20,7 @@ from synclipmae_jax.tools import probe as probe_tool
 
 # The tiny run's labelled set: 5 speakers (3 train, 1 validation, 1 test) of 3 clips of 8 frames.
 SMALL = {"synthetic": {"num_identities": 5, "clips_per_identity": 3, "clip_frames": 8, "seed": 0},
-         "clip_frames": [4, 8], "steps": 20, "learning_rates": [0.01, 0.1], "weight_decays": [0.0]}
+         "frames": [4, 8], "steps": 20, "learning_rates": [0.01, 0.1], "weight_decays": [0.0]}
 
 
 def test_auc_of_a_constructed_ranking():
@@ -68,13 +70,13 @@ def test_select_learns_separable_classes_and_picks_on_validation():
                             learning_rates=(1e-9, 0.05), weight_decays=(0.0,), steps=200)
   assert out["learning_rate"] == pytest.approx(0.05)
   assert out["test"]["acc"] == 100.0 and out["test"]["auc"] == 100.0
-  assert out["num_clips"] == {"train": 60, "validation": 30, "test": 30}
+  assert out["num_videos"] == {"train": 60, "validation": 30, "test": 30}
   flags = lambda s: np.stack([s.targets == 0, s.targets == 2], 1)  # noqa: E731
   multi = linear_probe.select(*(linear_probe.Split(s.features, flags(s)) for s in (train, val, test)),
                               num_classes=2, multi_label=True, learning_rates=(0.05,),
                               weight_decays=(0.0, 0.1), steps=200)
   assert multi["test"]["acc"] == 100.0 and multi["test"]["auc"] == 100.0
-  with pytest.raises(ValueError, match="the validation split has no labelled clips"):
+  with pytest.raises(ValueError, match="the validation split has no labelled videos"):
     linear_probe.select(train, linear_probe.Split(np.zeros((0, 6)), np.zeros(0, int)), test,
                         num_classes=3, multi_label=False, learning_rates=(0.1,),
                         weight_decays=(0.0,), steps=1)
@@ -102,24 +104,25 @@ def test_labelled_set_holds_unseen_speakers_split_by_speaker(tmp_path):
                                               clips_per_identity=2, clip_frames=6, image_size=16, seed=0)
 
 
-def test_windows_average_frame_features_and_take_any_flagged_frame():
+def test_videos_average_sampled_frame_features_and_take_any_flagged_frame():
   config = demo.get_config("tiny")
   entry = probe_evaluator.entry_of(config)
-  evaluators.override(entry, {"clip_frames": [2], "feature": "prompts"}, config)
+  evaluators.override(entry, {"frames": [2], "feature": "prompts"}, config)
   actions = np.zeros((5, len(schema.ACTION_NAMES)), np.uint8)
-  actions[3, 1] = 1
+  actions[4, 1] = 1  # on a frame the 2-frame sample does not read
   clip = {"emotion": 2, "actions": actions, "frames": np.zeros((5, 16, 16, 3), np.uint8)}
   unlabelled = dict(clip, emotion=-1, actions=None)
   evaluator = probe_evaluator.Evaluator(entry, config, model=synclipmae.build(config.model),
                                         clips={s: [clip, unlabelled] for s in schema.SPLITS})
   parts = np.arange(5 * 4 * 3, dtype=np.float32).reshape(5, 4, 3)
   features = {s: [parts, parts] for s in schema.SPLITS}
-  emotion = evaluator.windows(features, "emotion", 2)["test"]
-  # Two whole windows of the labelled clip (frame 4 is left over); the unlabelled clip gives none.
-  assert emotion.targets.tolist() == [2, 2]
-  np.testing.assert_allclose(emotion.features[1], parts[2:4, :3].reshape(2, 9).mean(0))
-  assert evaluator.windows(features, "actions", 2)["train"].targets.tolist() == [
-      [0, 0, 0], [0, 1, 0]]
+  emotion = evaluator.videos(features, "emotion", 2)["test"]
+  # One sample for the labelled video, none for the unlabelled one; 2 frames of 5 are the centres
+  # of the halves [0, 2.5) and [2.5, 5): frames 1 and 3.
+  assert emotion.targets.tolist() == [2]
+  np.testing.assert_allclose(emotion.features[0], parts[[1, 3], :3].reshape(2, 9).mean(0))
+  # The video shows action 1 (on frame 4), sampled or not.
+  assert evaluator.videos(features, "actions", 2)["train"].targets.tolist() == [[0, 1, 0]]
 
 
 def test_classes_come_from_the_datasets_labels(tmp_path):
@@ -127,7 +130,7 @@ def test_classes_come_from_the_datasets_labels(tmp_path):
   and records whose action columns it does not name are refused with both counts."""
   config = demo.get_config("tiny")
   entry = probe_evaluator.entry_of(config)
-  evaluators.override(entry, {"clip_frames": [2], "feature": "vocal",
+  evaluators.override(entry, {"frames": [2], "feature": "vocal",
                               "pattern": str(tmp_path / "train-*.array_record")}, config)
   names = ("neutral", "happy", "sad", "anger", "fear", "surprise", "disgust", "contempt")
   labels.write(str(tmp_path), labels.Labels(names, ("talk", "nod")))
@@ -158,9 +161,24 @@ def test_bad_options_are_refused_before_anything_loads():
     evaluators.override(entry, {"features": "vocal"}, config)
   with pytest.raises(ValueError, match="feature='lips' must be one of"):
     evaluators.override(entry, {"feature": "lips"}, config)
-  with pytest.raises(ValueError, match=r"clip_frames=\(16, 120\): the labelled synthetic clips"):
+  with pytest.raises(ValueError, match="protocol='windows' must be one of"):
+    evaluators.override(entry, {"protocol": "windows"}, config)
+  with pytest.raises(ValueError, match=r"frames=\(16, 40\) must be multiples of clip_length=16"):
     evaluators.override(probe_evaluator.entry_of(demo.get_config("tiny")),
-                        {"clip_frames": [16, 120]}, config)
+                        {"protocol": "clips", "frames": [16, 40]}, config)
+  with pytest.raises(ValueError, match=r"frames=\(0, 16\) must be counts >= 1"):
+    evaluators.override(probe_evaluator.entry_of(demo.get_config("tiny")), {"frames": [0, 16]},
+                        config)
+  # A training config with an older version's probe options is refused (config validation runs
+  # this validate), naming the renamed option.
+  from synclipmae_jax import config_defaults  # pylint: disable=import-outside-toplevel
+  old = config_defaults.probe_eval_config()
+  del old["frames"]
+  old.clip_frames = (16, 80)
+  problems = probe_evaluator.validate(old, config)
+  assert problems == [
+      "options unknown ['clip_frames'], missing ['frames']: the options are those of "
+      "config_defaults.probe_eval_config (clip_frames is now frames: the frames sampled per video)"]
 
 
 @pytest.fixture(scope="module")
@@ -183,13 +201,16 @@ def test_command_probes_the_checkpoint_and_the_random_encoder(report):
                                    for f in ("acc", "auc") for n in (4, 8)}
     for name, value in row["metrics"].items():
       assert np.isnan(value) or 0 <= value <= 100, name
-    # 3 clips per speaker of 8 frames: windows of 4 frames give 2 per clip.
-    assert row["details"]["emotion@4"]["num_clips"] == {"train": 18, "validation": 6, "test": 6}
-    assert row["details"]["emotion@8"]["num_clips"] == {"train": 9, "validation": 3, "test": 3}
+    # 3 videos per speaker (3 / 1 / 1 speakers): one sample each at every frame count.
+    for count in (4, 8):
+      assert row["details"][f"emotion@{count}"]["num_videos"] == {
+          "train": 9, "validation": 3, "test": 3}
     assert row["frames"] == 15 * 8 and row["extract_seconds"] > 0
     assert row["details"]["emotion@4"]["classes"] == list(schema.EMOTION_NAMES)
   with open(os.path.join(out, probe_tool.REPORT_MD)) as f:
     table = f.read().splitlines()
+  assert table[0].endswith("scored per video: 4 / 8 frames sampled uniformly, frame predictions "
+                           "averaged")
   header = [c.strip() for c in table[2].strip("|").split("|")]
   assert header[:4] == ["encoder", "step", "emotion ACC @4", "emotion AUC @4"] and len(header) == 10
   assert [line.split("|")[1].strip() for line in table[4:6]] == names
@@ -233,3 +254,23 @@ def _all_patches(model, frames):
   patches = objective.images_to_patches(objective.frames_to_unit(frames), model.patch_size)
   n = model.grid * model.grid
   return patches, np.broadcast_to(np.arange(n), (len(frames), n))
+
+
+def test_downstream_table_probes_per_video_and_redoes_an_older_report(tiny_run, tmp_path):
+  """`synclipmae-downstream` probes with the per-video protocol by default, and a probe report
+  kept in its root from other options (an older version's per-window one: `clip_frames`, no
+  `protocol`) is made again rather than reused."""
+  from synclipmae_jax.tools import downstream_table  # pylint: disable=import-outside-toplevel
+  _, workdir, _ = tiny_run
+  wanted = json.loads(json.dumps(probe_tool.probe_options(workdir, {}).to_dict()))
+  assert wanted["protocol"] == "frames" and wanted["frames"] == [16, 80]
+  assert downstream_table.cached_probes(str(tmp_path), wanted) is None
+  older = {k: v for k, v in wanted.items() if k not in ("frames", "protocol", "clip_length")}
+  for options, kept in ((dict(older, clip_frames=[16, 80]), False),
+                        (dict(wanted, protocol="clips"), False), (wanted, True)):
+    with open(tmp_path / probe_tool.REPORT_JSON, "w") as f:
+      json.dump({"options": options, "rows": []}, f)
+    assert (downstream_table.cached_probes(str(tmp_path), wanted) is not None) == kept
+  assert downstream_table.markdown({"probe_options": wanted, "rows": []}).startswith(
+      "Probes scored per video: 16 / 80 frames sampled uniformly, frame predictions averaged; "
+      "feature: motion.")

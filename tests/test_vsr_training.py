@@ -130,7 +130,7 @@ def test_downstream_table_has_a_row_per_encoder_with_probes_and_lip_reading(tiny
   for name in ("pretrained", "random_init", "plain_MAE"):
     shutil.copytree(runs[1], tmp_path / f"vsr_{name}")
   probe = {"synthetic": {"num_identities": 5, "clips_per_identity": 3, "clip_frames": 24, "seed": 0},
-           "clip_frames": [8], "steps": 10, "learning_rates": [0.01], "weight_decays": [0.0]}
+           "frames": [8], "steps": 10, "learning_rates": [0.01], "weight_decays": [0.0]}
   report = downstream_table.table(encoder, str(tmp_path), baseline_workdir=encoder,
                                   vsr_config=os.path.join(REPO, "configs/vsr.py:tiny"),
                                   probe_options=probe)
@@ -140,5 +140,7 @@ def test_downstream_table_has_a_row_per_encoder_with_probes_and_lip_reading(tiny
     assert np.isfinite(row["vsr"]["vsr/wer"]) and os.path.isdir(row["vsr_workdir"])
   with open(tmp_path / downstream_table.REPORT_MD) as f:
     lines = f.read().splitlines()
-  assert lines[0].startswith("| encoder | emotion ACC @8 |") and lines[0].endswith("| VSR WER | VSR CER |")
-  assert len(lines) == 5
+  assert lines[0] == ("Probes scored per video: 8 frames sampled uniformly, frame predictions "
+                      "averaged; feature: motion.")
+  assert lines[2].startswith("| encoder | emotion ACC @8 |") and lines[2].endswith("| VSR WER | VSR CER |")
+  assert len(lines) == 7

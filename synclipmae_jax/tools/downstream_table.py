@@ -7,9 +7,12 @@ Rows: the encoder of --workdir (a pretraining run), the same architecture at its
 initialisation, and the plain single-view MAE baseline (`--baseline_config`, default
 configs/demo.py:plain_mae, trained here into ROOT/plain_mae at the same budget unless
 --baseline_workdir names one). Columns: the linear probes (`tools/probe.py`: emotion and action
-Acc / AUC at each clip length) and lip reading (a `configs/vsr.py` head trained on each frozen
-encoder into ROOT/vsr_<row>, then `tools/vsr_eval.py` on the test split: WER / CER). Finished
-parts are kept (a run with its metrics.json, a probe or VSR report) and a rerun continues.
+Acc / AUC scored per video at each sampled frame count; by default 16 and 80 frames sampled
+uniformly over each video, their logits averaged; --probe_option protocol=clips for the
+clip-based protocol) and lip reading (a `configs/vsr.py` head trained on each frozen encoder
+into ROOT/vsr_<row>, then `tools/vsr_eval.py` on the test split: WER / CER). Finished
+parts are kept (a run with its metrics.json, a probe or VSR report) and a rerun continues; a
+probe report made with other options (another protocol or an older version's) is made again.
 Writes ROOT/downstream.json and ROOT/downstream.md.
 """
 
@@ -32,24 +35,37 @@ def _train(config, workdir: str) -> None:
     train.train_and_evaluate(config, workdir)
 
 
+def cached_probes(folder: str, options: dict) -> dict | None:
+  """The probe report kept in `folder` (`tools/probe.py`) when it was made with `options` (as
+  JSON: lists for tuples), else None: a report of other options, or of an older version's
+  (per-window scoring, without `protocol`), is not reused."""
+  path = os.path.join(folder, probe_tool.REPORT_JSON)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    report = json.load(f)
+  return report if report.get("options") == options else None
+
+
 def table(workdir: str, root: str, *, baseline_config: str = "configs/demo.py:plain_mae",
           baseline_workdir: str = "", vsr_config: str = "configs/vsr.py",
           probe_options: dict | None = None) -> dict:
   """Trains what is missing and returns the report (see the module docstring); probe_options
   change the probes' options (`tools/probe.py`)."""
+  # The probe options, checked before anything trains, as the probe report stores them.
+  wanted = json.loads(json.dumps(probe_tool.probe_options(workdir, probe_options).to_dict()))
   os.makedirs(root, exist_ok=True)
   if not baseline_workdir:
     baseline_workdir = os.path.join(root, "plain_mae")
     baseline = config_files.load(baseline_config)
     baseline.data.directory = checkpointing.read_config(workdir).data.directory
     _train(baseline, baseline_workdir)
-  probe_json = os.path.join(root, "probe", probe_tool.REPORT_JSON)
-  if not os.path.isfile(probe_json):
-    probe_tool.write_report(probe_tool.probe_rows([workdir, baseline_workdir], random_init=True,
-                                                  options=probe_options),
-                            os.path.join(root, "probe"))
-  with open(probe_json) as f:
-    probes = json.load(f)
+  probes = cached_probes(os.path.join(root, "probe"), wanted)
+  if probes is None:
+    probes = probe_tool.probe_rows([workdir, baseline_workdir], random_init=True,
+                                   options=probe_options)
+    probe_tool.write_report(probes, os.path.join(root, "probe"))
+    probes = json.loads(json.dumps(probes))
   rows = []
   for name, encoder, random_init in (("pretrained", workdir, False), ("random init", workdir, True),
                                      ("plain MAE", baseline_workdir, False)):
@@ -72,10 +88,13 @@ def table(workdir: str, root: str, *, baseline_config: str = "configs/demo.py:pl
 
 
 def markdown(report: dict) -> str:
+  """The rows as one table: probe Acc / AUC (%) per task and sampled frame count, VSR WER / CER
+  (%); a caption line says how the probes scored."""
   o = report["probe_options"]
-  probe_columns = [(t, f, n) for t in o["tasks"] for n in o["clip_frames"] for f in ("acc", "auc")]
+  probe_columns = [(t, f, n) for t in o["tasks"] for n in o["frames"] for f in ("acc", "auc")]
   header = ([f"{t} {f.upper()} @{n}" for t, f, n in probe_columns] + ["VSR WER", "VSR CER"])
-  lines = ["| encoder | " + " | ".join(header) + " |",
+  lines = [f"Probes {probe_tool.protocol(o)}; feature: {o['feature']}.", "",
+           "| encoder | " + " | ".join(header) + " |",
            "| --- | " + " | ".join("---:" for _ in header) + " |"]
   for row in report["rows"]:
     values = [row["probe"][f"probe/{t}_{f}@{n}"] for t, f, n in probe_columns]

@@ -8,10 +8,12 @@ with --random_init the first workdir's run at initialisation (`checkpointing.ini
 architecture, untrained). Every row goes through the probe evaluator of `evaluators/probe.py`
 with the options of the first workdir's `evals.probe` (the defaults when it trained without
 one) changed by --option key=value: its frames through the frozen encoder once, then the
-emotion and action probes at each clip length, the learning rate and weight decay chosen on
-validation, the test figures reported. Writes to --out (default FIRST_WORKDIR/probe/STEP):
-`probe.json` (every figure, the chosen grid points, clip counts, extraction and fitting times)
-and `probe.md` (the table).
+emotion and action probes scored per video at each sampled frame count (`frames`, 16 and 80:
+frames sampled uniformly over each video, their logits averaged; `--option protocol=clips` for
+the clip-based baselines' protocol), the learning rate and weight decay chosen on validation,
+the test figures reported. Writes to --out (default FIRST_WORKDIR/probe/STEP): `probe.json`
+(every figure, the chosen grid points, video counts, extraction and fitting times) and
+`probe.md` (the table).
 """
 
 from __future__ import annotations
@@ -28,14 +30,21 @@ REPORT_JSON = "probe.json"
 REPORT_MD = "probe.md"
 
 
+def probe_options(workdir: str, options: dict | None = None):
+  """The probe options of the rows: `workdir`'s `evals.probe` (the defaults when it trained
+  without one) changed by `options`, validated before anything loads."""
+  config = checkpointing.read_config(workdir)
+  entry = probe_evaluator.entry_of(config)
+  evaluators.override(entry, options or {}, config)
+  return entry
+
+
 def probe_rows(workdirs: list[str], *, step: int | None = None, random_init: bool = False,
                options: dict | None = None) -> dict:
   """The report: per encoder row its metrics and details (see the module docstring)."""
   if not workdirs:
     raise ValueError("give at least one --workdir")
-  first = checkpointing.read_config(workdirs[0])  # options are checked before anything loads
-  entry = probe_evaluator.entry_of(first)
-  evaluators.override(entry, options or {}, first)
+  entry = probe_options(workdirs[0], options)
   sources = [(os.path.basename(os.path.normpath(w)), w, step if i == 0 else None, False)
              for i, w in enumerate(workdirs)]
   if random_init:
@@ -62,13 +71,24 @@ def probe_rows(workdirs: list[str], *, step: int | None = None, random_init: boo
   return {"options": entry.to_dict(), "rows": rows}
 
 
+def protocol(options: dict) -> str:
+  """How the probes of `options` sample and score a video, in words (the tables' captions)."""
+  counts = " / ".join(str(n) for n in options["frames"])
+  if options["protocol"] == "clips":
+    sampled = (f"clips of {options['clip_length']} frames ({counts} frames in all) sampled "
+               f"uniformly, clip predictions averaged")
+  else:
+    sampled = f"{counts} frames sampled uniformly, frame predictions averaged"
+  return f"scored per video: {sampled}"
+
+
 def markdown(report: dict) -> str:
-  """The rows as one table: emotion and action Acc / AUC (%) per clip length."""
+  """The rows as one table: emotion and action Acc / AUC (%) per sampled frame count."""
   o = report["options"]
-  columns = [(task, figure, length) for task in o["tasks"] for length in o["clip_frames"]
+  columns = [(task, figure, count) for task in o["tasks"] for count in o["frames"]
              for figure in ("acc", "auc")]
   data = o["pattern"] or "the labelled synthetic set (unseen speakers)"
-  lines = [f"# Linear probes on {data}; feature: {o['feature']}", "",
+  lines = [f"# Linear probes on {data}; feature: {o['feature']}; {protocol(o)}", "",
            "| encoder | step | " + " | ".join(f"{t} {f.upper()} @{n}" for t, f, n in columns) + " |",
            "| --- | ---: | " + " | ".join("---:" for _ in columns) + " |"]
   for row in report["rows"]:
@@ -109,7 +129,7 @@ def run() -> None:
   flags.DEFINE_bool("random_init", False, "Add a row for the first workdir's run at initialisation.")
   flags.DEFINE_string("out", "", "Output folder (default: FIRST_WORKDIR/probe/STEP).")
   flags.DEFINE_multi_string("option", [], "A probe option key=value (evals.probe), e.g. "
-                            "feature=patch_mean or clip_frames=[16,80].")
+                            "feature=patch_mean, frames=[16,80] or protocol=clips.")
   flags.mark_flags_as_required(["workdir"])
   command_line.run(lambda argv: main(flags.FLAGS), __name__)
 
