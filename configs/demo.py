@@ -4,7 +4,7 @@ r"""The embedded demo: SyncLipMAE on the built-in synthetic talking faces, 2 CPU
 
 The synthetic dataset (data_pipelines/synthetic/) is generated into
 ~/.cache/synclipmae_jax on first use. Expected result on held-out synthetic speakers: see
-README.md ("Measured results"), which records the figures and the command.
+docs/training.md ("Measured results"), which records the figures and the command.
 
 Variants (`--config=configs/demo.py:<variant>`):
   tiny       a few steps of a very small model; what the tests train.
@@ -13,7 +13,7 @@ Variants (`--config=configs/demo.py:<variant>`):
   plain_mae  the baseline of the probes (paper Table 3's MARLIN-like row): the same model and
              budget trained as a plain single-view MAE: uniform masking only, video
              reconstruction only (no contrastive, decorrelation or audio-driven term, no
-             identity shuffle). README "Linear probes" has its table.
+             identity shuffle). docs/downstream.md has its table.
 The paper's ablations are overrides, e.g. `--config.masking.mode=uniform_only` (A1).
 """
 
@@ -34,13 +34,13 @@ def get_config(arg: str | None = None):
   c.model.patch_size = 8
   c.model.encoder_size = "mini"
   # One decoder layer and 12-frame windows: 0.22 s per step with jemalloc on the slowest 2-core
-  # machine of this kind (a 2-layer decoder over 16-frame windows took 0.43 s; README).
+  # machine of this kind (a 2-layer decoder over 16-frame windows took 0.43 s; docs/training.md).
   c.model.decoder.update(width=64, depth=1, num_heads=4, mlp_dim=256)
   c.model.audio.frontend = "mel"  # a random frozen wav2vec2 carries no speech knowledge
   c.model.audio.context_frames = 2  # +-80 ms of sound around each frame (coarticulation)
   c.model.audio.input_context_frames = 25  # each window read with 1 s of audio on each side
   # The paper gives no loss weights. At this budget a contrastive term 8x the reconstructions
-  # lifts held-out R@1 by about 3.5 points (README "Measured results" has the trials).
+  # lifts held-out R@1 by about 3.5 points (docs/training.md, "Measured results", has the trials).
   c.loss.weights.contrastive = 8.0
   c.optim.learning_rate = 1e-3
   c.optim.warmup_steps = 100
@@ -79,7 +79,7 @@ def get_hyper(hyper):
   default with two seeds (its spread), A1 uniform-only, A2 face-preserving only (bypass 2 alone,
   its photometric jitter included, as paper 3.2 defines the bypass), A2 without that jitter, no
   decorrelation, A3 no photometric jitter, C1 prompts concatenated instead of cross-attention, no
-  identity shuffling. 9 runs of 3000 steps, one after another (README "Ablations" has the table
+  identity shuffling. 9 runs of 3000 steps, one after another (docs/training.md "Ablations" has the table
   and the time):
 
     bash scripts/demo_ablations.sh /tmp/demo_ablations

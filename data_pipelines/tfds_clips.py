@@ -9,7 +9,7 @@ What the pipelines need before reading a clip (its number of frames and speaker,
 dataset's metadata (`DatasetInfo.metadata`, metadata.json beside dataset_info.json): the builder
 records it per split while it generates the examples (`split_metadata`), so opening a split reads
 dataset_info.json and metadata.json and no example, where a scan of the examples read the whole
-split on every host (20 ms of CPU and 4.8 MB per 8 s clip at 224 px: README.md). The examples of
+split on every host (20 ms of CPU and 4.8 MB per 8 s clip at 224 px: docs/data.md). The examples of
 a split are stored in the order of their keys (the clip ids: the builder sets `disable_shuffling`,
 and TFDS writes such a split sorted by key), which is the order of `split_metadata`'s lists, so
 list position i is `tfds.data_source` index i; reading example i checks it against the metadata.
@@ -74,7 +74,7 @@ class TfdsClipSource(clip_records.ClipAccess):
       raise ValueError(
           f"{builder.data_dir} has no clip metadata ({METADATA!r} in metadata.json): the dataset "
           f"was not generated, or was generated before talking_faces {METADATA_VERSION}. "
-          "Regenerate it (README.md, 'Many machines with Apache Beam'): "
+          "Regenerate it (docs/data.md, 'Many machines with Apache Beam'): "
           "python -m tensorflow_datasets.scripts.cli.main build "
           f"data_pipelines/tfds_builder/talking_faces --config={config} --manual_dir=VIDEOS "
           f"--data_dir={data_dir} --file_format=array_record")

@@ -16,7 +16,7 @@ python - "$workdir/metrics.json" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
 print(f"\nheld-out sync after {m['step']} steps, {m['perf/loop_seconds'] / 60:.1f} min of training "
-      "(tokens of the frozen model; protocol in README):")
+      "(tokens of the frozen model; protocol in docs/evaluation.md):")
 for k in (1, 5, 15):
   print(f"  K={k:2d}: Acc {m[f'sync/acc_k{k}']:5.1f} %   Offset {m[f'sync/offset_k{k}']:.2f} frames")
 print("  R-precision (pool 32): " + "  ".join(f"@{k} {m[f'sync/rprec@{k}']:.1f} %" for k in (1, 2, 3)))

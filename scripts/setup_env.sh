@@ -58,6 +58,6 @@ if [ "${SYNCLIPMAE_MALLOC:-}" != "glibc" ]; then
     # jemalloc: never return freed pages to the kernel (the next step reuses them).
     export MALLOC_CONF="${MALLOC_CONF:-dirty_decay_ms:-1,muzzy_decay_ms:-1}"
   else
-    echo "setup_env.sh: jemalloc not found, using glibc malloc (CPU steps ~1.4x slower; see README)" >&2
+    echo "setup_env.sh: jemalloc not found, using glibc malloc (CPU steps ~1.4x slower; see docs/training.md)" >&2
   fi
 fi

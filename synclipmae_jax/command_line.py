@@ -13,11 +13,19 @@ from typing import Callable
 
 from absl import app, flags
 
+_PACKAGES = ("data_pipelines", "synclipmae_jax", "synclipmae_torch")
+
 
 def run(main: Callable, module_name: str) -> None:
   """`app.run(main)` with `--help` listing the flags (and the docstring) of `module_name`."""
   module = sys.modules[module_name]
-  for flag in flags.FLAGS.get_key_flags_for_module(module):
+  key = list(flags.FLAGS.get_key_flags_for_module(module))
+  # Flags this project's other modules define for the command: helpers it calls
+  # (`prepare.define_video_preparation_flags(flags)`) and commands it builds on (aot-remat on aot).
+  for name, defined in flags.FLAGS.flags_by_module_dict().items():
+    if name != module_name and name.split(".")[0] in _PACKAGES:
+      key += defined
+  for flag in key:
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   main_module = sys.modules["__main__"]
   if main_module is not module and not main_module.__doc__:

@@ -3,7 +3,7 @@ LSE-D / LSE-C figures of its public evaluation code, with that code's convention
 
 The field reports lip sync as SyncNet's LSE-D and LSE-C computed by `syncnet_python`
 (`SyncNetInstance.evaluate`); figures differ across papers when the conventions differ, so this
-module follows them exactly (README "SyncNet's LSE-C / LSE-D"; ../shared/reference/av-sync.md):
+module follows them exactly (docs/evaluation.md "SyncNet's LSE-C / LSE-D"; ../shared/reference/av-sync.md):
 
 - video: 25 fps face-track crops, 224 x 224, **BGR**, float 0..255 (no normalisation);
 - audio: mono 16 kHz samples as int16 values (not rescaled to [-1, 1]); MFCC by

@@ -3,28 +3,14 @@ through synclipmae_jax/command_line.py, argparse ones natively), read from the m
 (issue 31)."""
 
 import concurrent.futures
-import importlib.util
 import os
 import re
 import subprocess
 import sys
-import tomllib
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-with open(os.path.join(REPO, "pyproject.toml"), "rb") as _f:
-  SCRIPTS = tomllib.load(_f)["project"]["scripts"]
-ARGPARSE = re.compile(r"""add_argument\(\s*["']--([a-z][a-z0-9_]*)["']""")
-ABSL = re.compile(r"""DEFINE_\w+\(\s*["']([a-z][a-z0-9_]*)["']""")
-
-
-def _declared_flags(entry_point: str) -> set[str]:
-  """The flags the command's module declares: its argparse options, or else its absl flags."""
-  module = entry_point.split(":")[0]
-  with open(importlib.util.find_spec(module).origin) as f:
-    source = f.read()
-  return set(ARGPARSE.findall(source)) or set(ABSL.findall(source))
+from command_flags import REPO, SCRIPTS, declared_flags
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +37,7 @@ def helps():
 def test_help_lists_the_commands_own_flags(helps, name):
   status, text = helps[name]  # absl's --help exits with 1, argparse's with 0
   assert status in (0, 1) and "Traceback" not in text, text[-2000:]
-  declared = _declared_flags(SCRIPTS[name])
+  declared = declared_flags(SCRIPTS[name].split(":")[0])
   assert declared, f"no flag declarations found in {SCRIPTS[name]}"
   listed = set(re.findall(r"--(?:\[no\])?([a-z][a-z0-9_]*)", text))
   assert declared <= listed, f"{name} --help lacks {sorted(declared - listed)}:\n{text[:3000]}"

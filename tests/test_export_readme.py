@@ -1,4 +1,5 @@
-"""The README's PyTorch usage example (between the export-example markers) runs as written."""
+"""The PyTorch usage example of docs/export_and_dubbing.md (between the export-example markers) runs
+as written."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from test_export import make_config, random_params
 
 pytest.importorskip("torch")
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+README = pathlib.Path(__file__).resolve().parents[1] / "docs" / "export_and_dubbing.md"
 BLOCK = re.compile(r"<!-- export-example:start -->\s*```python\n(.*?)```\s*<!-- export-example:end -->",
                    re.DOTALL)
 

@@ -177,7 +177,7 @@ def test_a_training_run_reads_it_through_grain(built, tmp_path):
 
 
 def test_the_readme_command_line_builds_it_with_two_worker_processes(tmp_path):
-  """`tfds build` as README gives it (DirectRunner, 2 worker processes), on the fixture folder."""
+  """`tfds build` as docs/data.md gives it (DirectRunner, 2 worker processes), on the fixture folder."""
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   result = subprocess.run(
       [sys.executable, "-m", "tensorflow_datasets.scripts.cli.main", "build",
