@@ -10,6 +10,13 @@ The shipped detector is MTCNN (Zhang et al. 2016) from the `mtcnn` package (MIT 
 whose wheel carries its three small networks (2 MB) and runs them on the TensorFlow
 already installed for this project: no download at run time. It gives the five landmarks,
 so mouth boxes come from the mouth corners.
+
+The landmarks also say whether a detection has a face's geometry (`geometry_failure`): MTCNN
+finds clasped hands, knees or folds of cloth as confident, face-sized "faces" whose five points
+are not laid out as eyes, nose and mouth are. The preparation's tracking (`tracking.py`) drops
+a track whose landmarks fail these checks in most of its frames and reports it as not a face.
+A detector that gives no landmarks (`WholeFrameDetector`, a plugged one) is not checked: its
+boxes are taken as faces.
 """
 
 from __future__ import annotations
@@ -38,6 +45,54 @@ class Face:
     """The same face in an image `factor` times larger."""
     return Face(self.box * factor, self.score,
                 None if self.landmarks is None else self.landmarks * factor)
+
+
+# A face's geometry, in fractions of its box (checked by `geometry_failure`). Measured on MTCNN's
+# landmarks of the frontal HDTF fixture faces (eye distance 0.40-0.50 of the box width, eyes to
+# mouth 0.34-0.40 of its height, every point inside the box) and widened for head turns (the eye
+# distance shrinks with yaw, the eyes-to-mouth height with pitch) and for other detectors' boxes.
+LANDMARK_BOX_SLACK = 0.1  # points may lie this fraction of the box side outside it
+EYE_DISTANCE = (0.15, 0.75)  # eye distance / box width
+EYES_TO_MOUTH = (0.15, 0.7)  # (mean mouth-corner y - mean eye y) / box height
+MOUTH_TO_EYES = (0.3, 2.0)  # mouth width / eye distance
+
+
+def geometry_failure(face: Face) -> str | None:
+  """Why `face`'s landmarks do not have a face's geometry, or None when they do (or when the
+  detector gave none: nothing to check).
+
+  In image coordinates (y grows downwards), a face seen upright or turned has: every point
+  inside the box (up to LANDMARK_BOX_SLACK); the eyes and the mouth corners in left/right
+  order (smaller x first, the LANDMARK_NAMES order); both eyes above the nose, the nose above
+  both mouth corners (any roll under about 35 degrees); an eye distance of EYE_DISTANCE of the
+  box width, an eyes-to-mouth height of EYES_TO_MOUTH of its height, a mouth width of
+  MOUTH_TO_EYES of the eye distance. (`MtcnnDetector` sorts its points by x, so the order check
+  only ever fails for a plugged detector's landmarks.)
+  """
+  if face.landmarks is None:
+    return None
+  m = np.asarray(face.landmarks, np.float64)
+  x0, y0, x1, y1 = (float(v) for v in face.box)
+  w, h = max(x1 - x0, 1e-6), max(y1 - y0, 1e-6)
+  sx, sy = LANDMARK_BOX_SLACK * w, LANDMARK_BOX_SLACK * h
+  if not ((m[:, 0] >= x0 - sx) & (m[:, 0] <= x1 + sx) & (m[:, 1] >= y0 - sy)
+          & (m[:, 1] <= y1 + sy)).all():
+    return "landmarks outside the box"
+  eyes, nose, mouth = m[:2], m[2], m[3:]
+  if eyes[0, 0] >= eyes[1, 0] or mouth[0, 0] >= mouth[1, 0]:
+    return "eyes or mouth corners not in left/right order"
+  if not eyes[:, 1].max() < nose[1] < mouth[:, 1].min():
+    return "not eyes above nose above mouth"
+  eye_distance = float(np.linalg.norm(eyes[1] - eyes[0]))
+  checks = (("eye distance / box width", eye_distance / w, EYE_DISTANCE),
+            ("eyes-to-mouth height / box height", (mouth[:, 1].mean() - eyes[:, 1].mean()) / h,
+             EYES_TO_MOUTH),
+            ("mouth width / eye distance",
+             float(np.linalg.norm(mouth[1] - mouth[0])) / max(eye_distance, 1e-6), MOUTH_TO_EYES))
+  for name, value, (lo, hi) in checks:
+    if not lo <= value <= hi:
+      return f"{name} {value:.2f} outside [{lo:g}, {hi:g}]"
+  return None
 
 
 class FaceDetector(Protocol):

@@ -52,7 +52,7 @@ def _prepare_shard(output: str, shard: dict, sources: list[process.Source],
   """Prepares the files of one shard; commits the shard, then its part (the done marker)."""
   path = os.path.join(output, shard["name"] + shards.SUFFIX)
   writer = shards.AtomicShard(path)
-  part = {"shard": shard["name"], "kept": [], "rejected": [], "files": [],
+  part = {"shard": shard["name"], "kept": [], "rejected": [], "not_faces": [], "files": [],
           "cpu": {s: 0.0 for s in report.STAGES}}
   try:
     for source in sources:
@@ -61,6 +61,7 @@ def _prepare_shard(output: str, shard: dict, sources: list[process.Source],
           lambda clip: writer.write(clip, options.image_format))
       part["kept"] += result.kept
       part["rejected"] += result.rejected
+      part["not_faces"] += result.not_faces
       part["files"].append({"path": source.path, "num_frames": result.num_frames,
                             "detection_rate": result.detection_rate, "media": result.media})
       for stage, seconds in result.cpu.items():

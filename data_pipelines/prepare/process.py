@@ -78,7 +78,17 @@ class FileReport:
   cpu: dict[str, float] = dataclasses.field(
       default_factory=lambda: collections.defaultdict(float))
   detection_rate: float = 0.0  # fraction of frames where the detector found a face
+  not_faces: list[dict] = dataclasses.field(default_factory=list)  # tracks that are not faces
   media: dict = dataclasses.field(default_factory=dict)
+
+  def not_a_face(self, track: tracking.Track):
+    """Reports a track the preparation ignored because its landmarks are not a face's
+    (`tracking.Track.not_face`): its frames, median box (source pixels) and confidence."""
+    box = np.median(track.boxes[track.detected], axis=0)
+    self.not_faces.append({
+        "path": self.source.path, "start": track.start / schema.FPS, "end": track.stop / schema.FPS,
+        "box": [round(float(v), 1) for v in box], "confidence": round(track.score, 3),
+        "detail": track.not_face})
 
   def reject(self, start: int, stop: int | None, reason: str, detail: str = ""):
     self.rejected.append({
@@ -192,10 +202,16 @@ def _prepare(source: Source, detector: face_detector.FaceDetector, options: Prep
   if audio_errors:  # frames past the end of a broken audio stream have no sound
     usable = min(n, audio_end // schema.SAMPLES_PER_FRAME)
     report.reject(usable, n, rejects.DECODE_ERROR, "; ".join(audio_errors))
+  numbers = {}  # id(track) -> its number in the file (scene by scene, by first frame)
   with _Clock(report, "track"):
     parts = []
     for a, b in scenes.scene_ranges(usable, scenes.find_cuts(thumbs[:usable])):
-      parts += segments.scene_segments(a, b, tracking.track_faces(faces, a, b), seg)
+      tracks = tracking.track_faces(faces, a, b)
+      numbers.update({id(t): len(numbers) + i for i, t in enumerate(tracks)})
+      for t in tracks:
+        if t.not_face is not None and len(t.boxes) >= seg.min_track_frames:
+          report.not_a_face(t)
+      parts += segments.scene_segments(a, b, tracks, seg)
     parts = segments.cut_clips(parts, audio, seg)
   clips = [p for p in parts if p.reason is None]
   for p in parts:
@@ -207,13 +223,16 @@ def _prepare(source: Source, detector: face_detector.FaceDetector, options: Prep
                     f"more than {MAX_CLIPS_PER_FILE} clips in one file")
     clips = clips[:MAX_CLIPS_PER_FILE]
   if clips:
-    _crop_and_write(source, info, clips, audio, options, write, report)
+    _crop_and_write(source, info, clips, audio, options, write, report,
+                    [numbers[id(c.track)] for c in clips])
 
 
 def _crop_and_write(source: Source, info: decode.MediaInfo, clips: list[segments.Segment],
                     audio: np.ndarray, options: PrepareOptions,
-                    write: Callable[[schema.Clip], None], report: FileReport) -> None:
-  """Pass 2: crops the frames of `clips` and writes each clip when complete."""
+                    write: Callable[[schema.Clip], None], report: FileReport,
+                    track_numbers: list[int]) -> None:
+  """Pass 2: crops the frames of `clips` and writes each clip when complete (`track_numbers`:
+  the file's number of each clip's face track, for the manifest)."""
   plans = []
   for number, c in enumerate(clips):
     track = c.track
@@ -222,7 +241,8 @@ def _crop_and_write(source: Source, info: decode.MediaInfo, clips: list[segments
     corners = None if track.mouth_corners is None else track.mouth_corners[lo:hi]
     windows = crop.crop_windows(faces_px, options.margin)
     plans.append(dict(
-        clip=c, number=number, windows=windows, frames=[],
+        clip=c, number=number, windows=windows, frames=[], track=track_numbers[number],
+        face_box=[round(float(v), 1) for v in np.median(faces_px, axis=0)],
         face_boxes=crop.normalise(faces_px, windows),
         mouth_boxes=crop.normalise(crop.mouth_boxes(faces_px, corners), windows)))
   by_frame = collections.defaultdict(list)
@@ -277,5 +297,6 @@ def _crop_frames(source: Source, frames, last: int, by_frame: dict, audio: np.nd
             "clip_id": clip.clip_id, "path": source.path, "speaker": source.speaker,
             "identity_id": source.identity_id, "split": source.split, "start": c.start / schema.FPS,
             "end": c.stop / schema.FPS, "num_frames": c.num_frames,
-            "face_size": round(c.track.size, 1),
+            "face_size": round(c.track.size, 1), "track": plan["track"],
+            "face_box": plan["face_box"],
             "mouth_from": "landmarks" if c.track.mouth_corners is not None else "face_box"})

@@ -3,9 +3,13 @@
 Written into the output directory once every shard of the plan is done:
 
   manifest.jsonl      one line per clip written: clip_id, identity_id, speaker, split,
-                      source path, start / end (s), frames, shard, face size, mouth source
+                      source path, start / end (s), frames, shard, face size, mouth source,
+                      face track (numbered in the file) and its median box (source pixels)
   rejects.tsv         one line per rejected file or frame range: path, start, end (s;
                       end empty when unknown), reason, detail
+  not_faces.tsv       one line per face track ignored because its landmarks lack a face's
+                      geometry (`face_detector.geometry_failure`; hands, say): path, start,
+                      end (s), median box (x0 y0 x1 y1, source pixels), confidence, detail
   summary.json        hours kept, clips and identities per split, rejects counted per
                       reason (ranges and hours), detection rate, CPU seconds per stage
   dataset_info.json   counts, identities and shard files per split (as the synthetic
@@ -24,7 +28,7 @@ from data_pipelines.prepare import rejects
 from data_pipelines.prepare import shards
 
 PARTS = "parts"
-MANIFEST, REJECTS = "manifest.jsonl", "rejects.tsv"
+MANIFEST, REJECTS, NOT_FACES = "manifest.jsonl", "rejects.tsv", "not_faces.tsv"
 SUMMARY, INFO = "summary.json", "dataset_info.json"
 STAGES = ("decode", "detect", "track", "crop", "encode")
 
@@ -51,6 +55,12 @@ def finalize(output: str, stored_plan: dict) -> dict:
     detail = r["detail"].replace("\t", " ").replace("\n", " ")
     lines.append(f"{r['path']}\t{r['start']:.2f}\t{end}\t{r['reason']}\t{detail}\n")
   shards.write_text(os.path.join(output, REJECTS), "".join(lines))
+  not_faces = sorted((x for p in parts for x in p.get("not_faces", [])),
+                     key=lambda x: (x["path"], x["start"]))
+  shards.write_text(os.path.join(output, NOT_FACES), "path\tstart\tend\tbox\tconfidence\tdetail\n"
+                    + "".join(f"{x['path']}\t{x['start']:.2f}\t{x['end']:.2f}\t"
+                              f"{' '.join(f'{v:g}' for v in x['box'])}\t{x['confidence']:.3f}\t"
+                              f"{x['detail']}\n" for x in not_faces))
 
   reasons = collections.Counter(r["reason"] for r in rejected)
   rejected_hours = collections.Counter()
@@ -72,6 +82,7 @@ def finalize(output: str, stored_plan: dict) -> dict:
                                        if r["start"] == 0 and r["end"] is None})},
       "rejected": {reason: {"count": reasons[reason], "hours": rejected_hours[reason]}
                    for reason in rejects.REASONS if reasons[reason]},
+      "not_faces": len(not_faces),
       "face_detection_rate": (sum(f["detection_rate"] * f["num_frames"] for f in files)
                               / frames_total if frames_total else 0.0),
       "cpu_seconds": cpu,

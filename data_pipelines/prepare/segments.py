@@ -13,7 +13,9 @@ as a SyncNet confidence threshold should then follow). Two overlapping tracks ar
 when they are comparable (`weaker_face`): both detected in at least `second_face_min_frames`
 frames, confidences within `second_face_score_ratio` and sizes within `second_face_size_ratio` of
 each other; otherwise the weaker is ignored (a detector's hits on posters, patterns or background
-objects), as tracks shorter than `min_track_frames` are.
+objects), as tracks shorter than `min_track_frames` are, and tracks whose landmarks lack a
+face's geometry (`Track.not_face`: clasped hands) are ignored altogether (the preparation
+reports them as not faces).
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ def _evidence(faces: list[tracking.Track]) -> str:
 def scene_segments(start: int, stop: int, tracks: list[tracking.Track],
                    options: SegmentOptions) -> list[Segment]:
   """Kept face segments (not yet cut to length) and rejected ranges of one scene."""
-  tracks = [t for t in tracks if len(t.boxes) >= options.min_track_frames]
+  tracks = [t for t in tracks if len(t.boxes) >= options.min_track_frames and t.not_face is None]
   big = _credible([t for t in tracks if t.size >= options.min_face_size], options)
   n = stop - start
   covered_big = np.zeros((len(big), n), bool)

@@ -5,10 +5,17 @@ threshold; the best overall assignment per frame, by the Hungarian method); a tr
 survives up to `max_missed` frames without a detection. Each track's boxes and mouth
 corners are then interpolated over the frames the detector missed and median-filtered
 over time, so the crop that follows the track does not jitter.
+
+A track whose detections come with landmarks that lack a face's geometry
+(`face_detector.geometry_failure`) in more than half of the frames where it was detected with
+landmarks is marked `not_face` (the preparation ignores it and reports its box): the decision is
+per track, so one odd frame of a real face, or one face-like frame of a pair of hands, does not
+decide it.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import numpy as np
@@ -26,6 +33,7 @@ class Track:
   mouth_corners: np.ndarray | None  # float32 [n, 2, 2] smoothed (x, y), or None
   detected: np.ndarray  # bool [n]: the detector found this face in that frame
   scores: np.ndarray  # float32 [n]: the detector's confidence (0 where it missed the face)
+  not_face: str | None = None  # why its landmarks say it is not a face (None: a face, or unchecked)
 
   @property
   def stop(self) -> int:
@@ -110,5 +118,16 @@ def track_faces(faces: list[list[face_detector.Face]], start: int, stop: int, *,
     detected[frames - first] = True
     scores = np.zeros(last - first, np.float32)
     scores[frames - first] = [t[f].score for f in frames]
-    tracks.append(Track(first, boxes, corners, detected, scores))
+    tracks.append(Track(first, boxes, corners, detected, scores,
+                        _not_face([t[f] for f in with_marks])))
   return tracks
+
+
+def _not_face(faces: list[face_detector.Face]) -> str | None:
+  """Why detections with landmarks are not a face (most fail `geometry_failure`), or None."""
+  failures = [r for r in map(face_detector.geometry_failure, faces) if r is not None]
+  if 2 * len(failures) <= len(faces):
+    return None
+  reason, _ = collections.Counter(failures).most_common(1)[0]
+  return (f"landmarks without a face's geometry in {len(failures)} of {len(faces)} detections "
+          f"(most often: {reason})")
