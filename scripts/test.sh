@@ -13,8 +13,6 @@ pytest_args=("$@")
 # and protobuf than .venv's, so it lives in its own venv, a layer on .venv as the tpu one is.
 set -- bridge data  # the extras setup_env.sh installs
 . "$repo/scripts/setup_env.sh"
-SYNCLIPMAE_VENV="$repo/.venv-tpu" SYNCLIPMAE_BASE_VENV="$repo/.venv" bash "$repo/scripts/setup_env.sh" tpu
-SYNCLIPMAE_VENV="$repo/.venv-beam" SYNCLIPMAE_BASE_VENV="$repo/.venv" bash "$repo/scripts/setup_env.sh" beam
 cd "$repo"
 export TF_CPP_MIN_LOG_LEVEL=3
 # One XLA compilation cache for this run: a program that several tests (or the processes they
@@ -29,11 +27,20 @@ export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENT
 # The machine, so that a slow or failing run can be read: its CPU and XLA's f32 matmul peak
 # (machines of our kind differ ~3x in it; BENCHMARKS.md's figures are ratios against it).
 python -c "from benchmarks import harness; print(f'machine: {harness.machine()}; XLA f32 matmul peak: {harness.matmul_peak() / 1e9:.0f} GFLOP/s')"
+# The trained runs many tests share (tests/shared_runs.py), trained while pip sets up the other
+# two venvs instead of holding up a test worker; the tests wait for them or train what is missing.
+export SYNCLIPMAE_TEST_RUNS="$cache_dir/runs"
+python -m tests.shared_runs "$SYNCLIPMAE_TEST_RUNS" > "$cache_dir/shared_runs.log" 2>&1 &
+shared_runs=$!
+SYNCLIPMAE_VENV="$repo/.venv-tpu" SYNCLIPMAE_BASE_VENV="$repo/.venv" bash "$repo/scripts/setup_env.sh" tpu
+SYNCLIPMAE_VENV="$repo/.venv-beam" SYNCLIPMAE_BASE_VENV="$repo/.venv" bash "$repo/scripts/setup_env.sh" beam
 status=0
 # The fast suite and the slow end-to-end tests in one call (-m overrides pyproject's
 # "not slow"), so that both cores stay busy to the end; --dist loadfile: a test file's
 # module-scoped fixtures (compiled models, prepared videos) are built once, on one worker.
-python -m pytest -q -n 2 --dist loadfile -m "not tpu and not beam" --durations=15 "${pytest_args[@]}" || status=$?
+python -m pytest -q -n 2 --dist loadfile -m "not tpu and not beam" --durations=40 "${pytest_args[@]}" || status=$?
+wait "$shared_runs" || { echo "== training the shared runs ahead failed (the tests trained them):"
+                        tail -30 "$cache_dir/shared_runs.log"; }
 # The TPU AOT tests (one compiling process at a time) and the Beam tests side by side, each on a
 # core; their output after both end.
 env -u JAX_COMPILATION_CACHE_DIR "$repo/.venv-tpu/bin/python" -m pytest -q -m tpu --durations=5 \
