@@ -115,6 +115,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.contrastive = ml_collections.ConfigDict(dict(
       temperature=0.07, neighbor_delta=0, similarity_threshold=0.95,
       group_size=0))  # 0 = the per-device batch; threshold > 1 disables similarity positives
+  # InfoNCE's candidates (objective.NEGATIVES): "group" = the frames of the anchor's contrastive
+  # group (group_size clips); "global" = the frames of the whole global batch (gathered from every
+  # device). group_size then only sets the identity shuffle's groups.
+  c.loss.contrastive.negatives = "group"
 
   c.optim = optim_config()
   _set_mesh_and_sharding(c)

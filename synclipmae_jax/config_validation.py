@@ -95,6 +95,7 @@ def validate(c, *, num_devices: int, process_count: int = 1, num_slices: int | N
   check(all(w >= 0 for w in c.loss.weights.values()), "loss.weights must be >= 0")
   check(c.loss.contrastive.temperature > 0, f"loss.contrastive.temperature={c.loss.contrastive.temperature} must be > 0")
   check(c.loss.contrastive.neighbor_delta >= 0, "loss.contrastive.neighbor_delta must be >= 0")
+  one_of(c.loss.contrastive.negatives, objective.NEGATIVES, "loss.contrastive.negatives")
   check(c.optim.learning_rate > 0 and c.optim.warmup_steps >= 0 and c.optim.grad_clip_norm > 0,
         "optim.learning_rate and optim.grad_clip_norm must be > 0, optim.warmup_steps >= 0")
   check(c.data.window_frames >= 2, f"data.window_frames={c.data.window_frames} must be >= 2")

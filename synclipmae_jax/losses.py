@@ -6,7 +6,9 @@ Three terms, all pure `jax.numpy` with static shapes so they can be jitted and v
   audio-driven decoding passes ("Pixel-Space Reconstruction (MSE)").
 - `multi_positive_infonce` (with `contrastive_positives`): the symmetric CLIP-style
   "Audio-Vocal Contrastive Alignment" with a positive set per anchor (aligned frame,
-  temporal neighbours within delta, and frames whose frozen audio features are similar).
+  temporal neighbours within delta, and frames whose frozen audio features are similar),
+  within one contrastive group of clips; `batch_infonce` is the same loss over the whole
+  global batch, each batch shard's anchors against every shard's candidates.
 - `cross_covariance_penalty`: the "Cross-Covariance Decorrelation" between the
   factor-specific prompt tokens (identity, vocal motion, ambient motion).
 """
@@ -108,14 +110,37 @@ def contrastive_positives(
         f"clip_index {clip_index.shape} and frame_index {frame_index.shape} must both be [M]")
   if audio_features.ndim != 2 or audio_features.shape[0] != m:
     raise ValueError(f"audio_features shape {audio_features.shape} must be [M={m}, F]")
-  same_clip = clip_index[:, None] == clip_index[None, :]
-  near = jnp.abs(frame_index[:, None] - frame_index[None, :]) <= neighbor_delta
-  positives = (same_clip & near) | jnp.eye(m, dtype=bool)
+  positives = _aligned_or_near(clip_index, frame_index, clip_index, frame_index,
+                               neighbor_delta) | jnp.eye(m, dtype=bool)
   if similarity_threshold is not None:
-    feats = jax.lax.stop_gradient(audio_features).astype(jnp.float32)
-    feats = _l2_normalize(feats - jnp.mean(feats, axis=0, keepdims=True))
+    feats = _centred_unit(audio_features, jnp.mean(_frozen(audio_features), axis=0))
     positives = positives | (feats @ feats.T > similarity_threshold)
   return positives
+
+
+def _aligned_or_near(anchor_clip, anchor_frame, candidate_clip, candidate_frame, delta: int):
+  """bool [n, M]: candidate j of anchor i's clip within `delta` frames (the positive rule
+  before the audio-similarity expansion)."""
+  same_clip = anchor_clip[:, None] == candidate_clip[None, :]
+  return same_clip & (jnp.abs(anchor_frame[:, None] - candidate_frame[None, :]) <= delta)
+
+
+def _frozen(audio_features: jnp.ndarray) -> jnp.ndarray:
+  return jax.lax.stop_gradient(audio_features).astype(jnp.float32)
+
+
+def _centred_unit(audio_features: jnp.ndarray, mean: jnp.ndarray) -> jnp.ndarray:
+  """The frozen features [n, F] centred by the candidates' `mean` [F], at unit L2 norm (the
+  rows whose dot products the similarity expansion thresholds)."""
+  return _l2_normalize(_frozen(audio_features) - mean[None, :])
+
+
+def _directional(logits: jnp.ndarray, positives: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Per anchor (row) of logits [n, M] and its positive set [n, M]: the multi-positive
+  -log sum_{j in P_i} p_i(j), and whether the highest logit is a positive (float 0 / 1)."""
+  nll = jax.nn.logsumexp(logits, axis=1) - jax.nn.logsumexp(logits, axis=1, where=positives)
+  top1 = jnp.take_along_axis(positives, jnp.argmax(logits, axis=1)[:, None], axis=1)[:, 0]
+  return nll, top1.astype(jnp.float32)
 
 
 def multi_positive_infonce(
@@ -140,7 +165,8 @@ def multi_positive_infonce(
 
   Memory: the logits are (G*T) x (G*T) per group, so a global batch of B clips split into
   B / G groups (the caller vmaps this function over groups) costs B * G * T^2 logits, not
-  (B * T)^2 as one batch-wide softmax would.
+  (B * T)^2 as one batch-wide softmax would (`batch_infonce`: 2 (B * T)^2, each device holding
+  its anchors' rows).
 
   Args:
     audio_tokens: [G, T, D] adapter outputs (one audio token per video frame).
@@ -159,16 +185,7 @@ def multi_positive_infonce(
   Raises:
     ValueError: on mismatched shapes or a non-positive Python temperature.
   """
-  if audio_tokens.ndim != 3 or audio_tokens.shape != vocal_tokens.shape:
-    raise ValueError(
-        f"audio_tokens {audio_tokens.shape} and vocal_tokens {vocal_tokens.shape} "
-        "must both be [G, T, D]")
-  if audio_features.ndim != 3 or audio_features.shape[:2] != audio_tokens.shape[:2]:
-    raise ValueError(
-        f"audio_features shape {audio_features.shape} must be [G, T, F] with "
-        f"[G, T] = {audio_tokens.shape[:2]}")
-  if isinstance(temperature, (int, float)) and temperature <= 0:
-    raise ValueError(f"temperature must be > 0, got {temperature}")
+  _check_infonce_inputs(audio_tokens, vocal_tokens, audio_features, temperature)
   g, t, d = audio_tokens.shape
   m = g * t
   a = _l2_normalize(audio_tokens.reshape(m, d).astype(jnp.float32))
@@ -180,19 +197,103 @@ def multi_positive_infonce(
       neighbor_delta=neighbor_delta,
       similarity_threshold=similarity_threshold)
   logits = (a @ v.T) / temperature
-
-  def directional(lg: jnp.ndarray, pos: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    nll = jax.nn.logsumexp(lg, axis=1) - jax.nn.logsumexp(lg, axis=1, where=pos)
-    top1 = jnp.take_along_axis(pos, jnp.argmax(lg, axis=1)[:, None], axis=1)[:, 0]
-    return jnp.mean(nll), jnp.mean(top1.astype(jnp.float32))
-
-  loss_a2v, top1_a2v = directional(logits, positives)
-  loss_v2a, top1_v2a = directional(logits.T, positives.T)
+  nll_a2v, top1_a2v = _directional(logits, positives)
+  nll_v2a, top1_v2a = _directional(logits.T, positives.T)
   metrics = {
-      "contrastive_top1": 0.5 * (top1_a2v + top1_v2a),
+      "contrastive_top1": 0.5 * (jnp.mean(top1_a2v) + jnp.mean(top1_v2a)),
       "num_positives": jnp.mean(jnp.sum(positives, axis=1).astype(jnp.float32)),
   }
-  return 0.5 * (loss_a2v + loss_v2a), metrics
+  return 0.5 * (jnp.mean(nll_a2v) + jnp.mean(nll_v2a)), metrics
+
+
+def _check_infonce_inputs(audio_tokens, vocal_tokens, audio_features, temperature) -> None:
+  if audio_tokens.ndim != 3 or audio_tokens.shape != vocal_tokens.shape:
+    raise ValueError(
+        f"audio_tokens {audio_tokens.shape} and vocal_tokens {vocal_tokens.shape} "
+        "must both be [G, T, D]")
+  if audio_features.ndim != 3 or audio_features.shape[:2] != audio_tokens.shape[:2]:
+    raise ValueError(
+        f"audio_features shape {audio_features.shape} must be [G, T, F] with "
+        f"[G, T] = {audio_tokens.shape[:2]}")
+  if isinstance(temperature, (int, float)) and temperature <= 0:
+    raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def batch_infonce(
+    audio_tokens: jnp.ndarray,
+    vocal_tokens: jnp.ndarray,
+    audio_features: jnp.ndarray,
+    *,
+    axis_name,
+    temperature: float | jnp.ndarray,
+    neighbor_delta: int,
+    similarity_threshold: float | None,
+) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+  """`multi_positive_infonce` over the whole global batch ("CLIP-style", paper 3.3).
+
+  Runs on one batch shard (inside `jax.shard_map` over the mesh's batch axes `axis_name`; None
+  = not sharded, the arguments are the whole batch). The shard holds S of the B clips; its
+  S * T audio anchors are scored against the vocal tokens of all B * T frames, gathered from
+  every shard, and its S * T vocal anchors against all audio tokens: the logits are two
+  [S * T, B * T] blocks per shard (the rows of the global square that the shard's anchors own,
+  and the rows of its transpose), never the (B * T)^2 square on one device. Positives are
+  `contrastive_positives` of the global batch (same clip within delta, or frozen audio
+  features, centred over all B * T frames, with cosine above the threshold): the features are
+  gathered without gradient and only the shard's [S * T, B * T] rows of the relation are
+  formed; the relation is symmetric, so the same rows serve both directions.
+
+  The loss is the mean over all 2 * B * T anchors (summed over shards with `psum`), i.e. the
+  loss of one device holding the whole batch. Its gradient is that loss's: the transpose of the
+  all-gather is a reduce-scatter, so a shard's tokens receive the gradient of every shard's
+  logits in which they are candidates.
+
+  Args:
+    audio_tokens, vocal_tokens: [S, T, D] this shard's clips (the adapter's audio tokens, the
+      vocal-motion prompt tokens).
+    audio_features: [S, T, F] their frozen audio features (the similarity expansion).
+    axis_name: the mesh axis name (or tuple of names) the batch is split over, or None.
+    temperature, neighbor_delta, similarity_threshold: as `multi_positive_infonce`.
+
+  Returns:
+    (loss, metrics) as `multi_positive_infonce`, over the global batch (the same on every
+    shard).
+
+  Raises:
+    ValueError: on mismatched shapes, a negative delta or a non-positive Python temperature.
+  """
+  _check_infonce_inputs(audio_tokens, vocal_tokens, audio_features, temperature)
+  if neighbor_delta < 0:
+    raise ValueError(f"neighbor_delta must be >= 0, got {neighbor_delta}")
+  s, t, d = audio_tokens.shape
+  m = s * t
+
+  def gather(x):  # [m, ...] of every shard, in shard order
+    return x if axis_name is None else jax.lax.all_gather(x, axis_name, tiled=True)
+
+  def total(x):  # summed over the global batch
+    return jnp.sum(x) if axis_name is None else jax.lax.psum(jnp.sum(x), axis_name)
+
+  shard = 0 if axis_name is None else jax.lax.axis_index(axis_name)
+  a = _l2_normalize(audio_tokens.reshape(m, d).astype(jnp.float32))
+  v = _l2_normalize(vocal_tokens.reshape(m, d).astype(jnp.float32))
+  a_all, v_all = gather(a), gather(v)  # [N, D], N = B * T, in shard order
+  n = a_all.shape[0]
+  clips, frames = jnp.arange(n) // t, jnp.arange(n) % t
+  mine = shard * m + jnp.arange(m)  # the shard's anchors' global indices
+  positives = _aligned_or_near(clips[mine], frames[mine], clips, frames, neighbor_delta)
+  if similarity_threshold is not None:
+    features = audio_features.reshape(m, -1)
+    features_all = gather(jax.lax.stop_gradient(features))  # in the features' own dtype
+    mean = jnp.mean(_frozen(features_all), axis=0)
+    similar = _centred_unit(features, mean) @ _centred_unit(features_all, mean).T
+    positives = positives | (similar > similarity_threshold)
+  nll_a2v, top1_a2v = _directional((a @ v_all.T) / temperature, positives)
+  nll_v2a, top1_v2a = _directional((v @ a_all.T) / temperature, positives)
+  metrics = {
+      "contrastive_top1": (total(top1_a2v) + total(top1_v2a)) / (2 * n),
+      "num_positives": total(jnp.sum(positives, axis=1).astype(jnp.float32)) / n,
+  }
+  return (total(nll_a2v) + total(nll_v2a)) / (2 * n), metrics
 
 
 def cross_correlation(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:

@@ -8,10 +8,14 @@ Contrastive groups: the global batch of B clips is split into B / G groups of G 
 (`config.loss.contrastive.group_size`, default the per-device batch); InfoNCE contrasts all
 G * T frames of a group with each other, so the logits cost B * G * T^2, not (B * T)^2, and
 a group never spans two devices of the batch sharding. Identity shuffling uses the same
-groups.
+groups. With `loss.contrastive.negatives = "global"` InfoNCE instead contrasts each device's
+frames with the frames of the whole global batch (`contrastive_over_batch`); identity shuffling
+keeps the groups.
 """
 
 from __future__ import annotations
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -26,6 +30,30 @@ PIXEL_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 PIXEL_STD = np.array([0.229, 0.224, 0.225], np.float32)
 LOSS_TERMS = ("recon_video", "recon_audio", "contrastive", "decorrelation")
 RECON_TARGETS = ("masked", "all")  # loss.recon_on: reconstruct the masked patches or all
+# loss.contrastive.negatives: InfoNCE candidates from the anchor's contrastive group, or from the
+# whole global batch (paper 3.3's "CLIP-style" alignment over the batch).
+NEGATIVES = ("group", "global")
+
+
+def contrastive_negatives(contrastive_config) -> str:
+  """`loss.contrastive.negatives`; "group" for the config of a workdir trained before the
+  option existed (its runs contrasted within groups)."""
+  return contrastive_config.get("negatives", "group")
+
+
+def contrastive_over_batch(audio, vocal, features, **infonce):
+  """InfoNCE over the whole global batch (`losses.batch_infonce`): audio, vocal [B, T, D] and
+  features [B, T, F] split over the mesh's batch axes (the logical `batch` rule) run under
+  `jax.shard_map`, each shard's anchors against every shard's candidates; without a mesh (or
+  with an unsharded batch) the arrays are the whole batch on one device."""
+  mesh = jax.sharding.get_abstract_mesh()
+  axes = None if mesh.empty else nn.logical_to_mesh_axes(("batch",))[0]
+  if axes is None:
+    return losses.batch_infonce(audio, vocal, features, axis_name=None, **infonce)
+  spec = jax.sharding.PartitionSpec(axes)
+  return jax.shard_map(functools.partial(losses.batch_infonce, axis_name=axes, **infonce),
+                       mesh=mesh, in_specs=(spec, spec, spec),
+                       out_specs=jax.sharding.PartitionSpec())(audio, vocal, features)
 
 
 def frames_to_unit(frames: jax.Array) -> jax.Array:
@@ -137,10 +165,15 @@ def compute_losses(params, model, batch, audio_features, rng, config, group_size
 
     c = lc.contrastive
     features = audio_features.reshape(b * t, -1)
-    contrastive, cmetrics = jax.vmap(lambda a, v, s: losses.multi_positive_infonce(
-        a, v, s, temperature=c.temperature, neighbor_delta=c.neighbor_delta,
-        similarity_threshold=c.similarity_threshold))(
-            grouped(out["audio"]), grouped(out["vocal"]), grouped(features))
+    infonce = dict(temperature=c.temperature, neighbor_delta=c.neighbor_delta,
+                   similarity_threshold=c.similarity_threshold)
+    if contrastive_negatives(c) == "global":
+      contrastive, cmetrics = contrastive_over_batch(
+          *(x.reshape((b, t) + x.shape[1:]) for x in (out["audio"], out["vocal"], features)),
+          **infonce)
+    else:
+      contrastive, cmetrics = jax.vmap(lambda a, v, s: losses.multi_positive_infonce(
+          a, v, s, **infonce))(grouped(out["audio"]), grouped(out["vocal"]), grouped(features))
     terms["contrastive"] = contrastive.mean()
     metrics.update({f"contrastive/{k}": v.mean() for k, v in cmetrics.items()})
   if w.decorrelation:

@@ -99,6 +99,23 @@ def test_positives_match_naive_loop(contrastive_inputs):
   np.testing.assert_array_equal(want, want.T)
 
 
+@pytest.mark.parametrize("delta,threshold", [(0, None), (1, 0.8)])
+def test_batch_infonce_unsharded_matches_naive_loop(contrastive_inputs, delta, threshold):
+  """`batch_infonce` without a batch axis (the whole batch on one device) is the group loss with
+  the batch as one group (tests/test_global_negatives.py shards it over 8 devices)."""
+  audio, vocal, feats = contrastive_inputs
+  loss, metrics = jax.jit(lambda a, v, f: losses.batch_infonce(
+      a, v, f, axis_name=None, temperature=0.3, neighbor_delta=delta,
+      similarity_threshold=threshold))(audio, vocal, feats)
+  want, pos = _naive_infonce(audio, vocal, feats, 0.3, delta, threshold)
+  np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+  np.testing.assert_allclose(float(metrics["num_positives"]), pos.sum(axis=1).mean(), rtol=1e-6)
+  _, group_metrics = losses.multi_positive_infonce(
+      audio, vocal, feats, temperature=0.3, neighbor_delta=delta, similarity_threshold=threshold)
+  np.testing.assert_allclose(float(metrics["contrastive_top1"]),
+                             float(group_metrics["contrastive_top1"]), rtol=1e-6)
+
+
 def test_top1_metric_matches_argmax(contrastive_inputs):
   audio, vocal, feats = contrastive_inputs
   _, metrics = losses.multi_positive_infonce(
@@ -160,6 +177,12 @@ def test_infonce_rejects_bad_input(contrastive_inputs):
   with pytest.raises(ValueError, match="neighbor_delta"):
     losses.multi_positive_infonce(
         audio, vocal, feats, temperature=0.1, neighbor_delta=-1, similarity_threshold=None)
+  with pytest.raises(ValueError, match="audio_features"):
+    losses.batch_infonce(audio, vocal, feats[:, :-1], axis_name=None, temperature=0.1,
+                         neighbor_delta=0, similarity_threshold=None)
+  with pytest.raises(ValueError, match="neighbor_delta"):
+    losses.batch_infonce(audio, vocal, feats, axis_name=None, temperature=0.1,
+                         neighbor_delta=-1, similarity_threshold=None)
 
 
 def _naive_mse(pred, target, weight, norm_pix):
