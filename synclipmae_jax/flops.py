@@ -2,7 +2,7 @@
 
 Counts what the model computes: the encoder on the k visible patches (+3 prompts) of each
 view, the adapter, both decoder passes over all N patches with cross-attention to 3
-prompts, the InfoNCE logits of each contrastive group, x3 for forward + backward; forward
+prompts, the InfoNCE logits (`contrastive_flops`), x3 for forward + backward; forward
 only: the audio self-similarity of the positive sets and the frozen audio encoder. What serves
 only a loss term of weight 0 is not computed (`objective.compute_losses`) and not counted: the
 audio-driven decoder pass (recon_audio), the logits and positive sets (contrastive), the adapter
@@ -14,7 +14,7 @@ TFLOP/s and compared with XLA's compiled count by the AOT tool.
 
 from __future__ import annotations
 
-from synclipmae_jax import masking
+from synclipmae_jax import masking, objective
 from synclipmae_jax.models import vit
 
 
@@ -48,6 +48,39 @@ def encoder_forward_flops(model_config, visible: int) -> float:
       visible + 3, size.width, size.mlp_dim)
 
 
+def contrastive_candidates(config, group_size: int) -> int:
+  """Candidates each InfoNCE anchor is scored against: its group's frames, or the global
+  batch's (`loss.contrastive.negatives`)."""
+  clips = (config.data.global_batch_size
+           if objective.contrastive_negatives(config.loss.contrastive) == "global" else group_size)
+  return clips * config.data.window_frames
+
+
+def contrastive_flops(config, *, group_size: int, audio_features: tuple[int, int]
+                      ) -> tuple[float, float]:
+  """(logits, positives): forward FLOPs of one step's InfoNCE logits (trainable: x3 with the
+  backward pass) and of the positive sets' audio self-similarity (forward only; 0 without the
+  similarity expansion); both 0 when the term has weight 0.
+
+  `group`: one [M, M] logits matrix per group of M = G * T frames serves both directions, and
+  one [M, M] similarity. `global` (`losses.batch_infonce`): each of the N = B * T frames is an
+  anchor against all N candidates in each direction, and the two directions are two matmuls
+  (a device holds its anchors' rows of the square and of its transpose), 2 N^2 D; the
+  similarity is formed once, N^2 F (the relation is symmetric).
+  """
+  if not config.loss.weights.contrastive:
+    return 0.0, 0.0
+  frames = config.data.global_batch_size * config.data.window_frames
+  candidates = contrastive_candidates(config, group_size)
+  width = vit.vit_size(config.model.encoder_size).width
+  num_layers, feature_dim = audio_features
+  directions = 2 if objective.contrastive_negatives(config.loss.contrastive) == "global" else 1
+  logits = directions * 2 * frames * candidates * width
+  similar = config.loss.contrastive.similarity_threshold is not None
+  positives = 2 * frames * candidates * num_layers * feature_dim if similar else 0.0
+  return float(logits), float(positives)
+
+
 def train_step_flops(config, *, group_size: int, audio_features: tuple[int, int],
                      audio_encoder) -> float:
   """FLOPs of one step on the global batch.
@@ -75,13 +108,11 @@ def train_step_flops(config, *, group_size: int, audio_features: tuple[int, int]
   feat = feature_dim * (num_layers if m.audio.adapter == "all_layers" else 1)
   adapter = 2 * feat * size.width + 2 * size.width * size.width
   w = config.loss.weights
-  contrastive = 1 if w.contrastive else 0
-  logits = contrastive * 2 * b * group_size * t * t * size.width  # each frame against its group's
+  logits, positives = contrastive_flops(config, group_size=group_size,
+                                        audio_features=audio_features)
   passes = 2 if w.recon_audio else 1
   adapter *= 1 if (w.recon_audio or w.contrastive) else 0
   trainable = frames * (views * enc + passes * dec + adapter) + logits
-  # Audio self-similarity of the positive sets (`losses.contrastive_positives`): forward only.
-  positives = contrastive * 2 * b * group_size * t * t * num_layers * feature_dim
   frozen = 0.0
   if audio_encoder.frontend == "wav2vec2":
     frozen = b * wav2vec2_forward_flops(audio_encoder.wav2vec2_config,
