@@ -27,7 +27,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import harness  # pylint: disable=wrong-import-position
 from data_pipelines import schema  # pylint: disable=wrong-import-position
-from synclipmae_jax import checkpointing, config_defaults, vsr_data, vsr_decoding  # pylint: disable=wrong-import-position
+from synclipmae_jax import checkpointing, config_defaults  # pylint: disable=wrong-import-position
+from synclipmae_jax.tasks.vsr import data as vsr_data  # pylint: disable=wrong-import-position
+from synclipmae_jax.tasks.vsr import decoding as vsr_decoding  # pylint: disable=wrong-import-position,line-too-long
 from synclipmae_jax.evaluators import vsr as vsr_evaluator  # pylint: disable=wrong-import-position
 from synclipmae_jax.tasks import vsr as vsr_task  # pylint: disable=wrong-import-position
 

@@ -1,7 +1,7 @@
 r"""SyncNet trained by us (models/syncnet.py: the public SyncNet's two streams, scaled to the
-synthetic faces; SyncNet's contrastive loss, syncnet_losses.py), with the demo's data, audio front
-end and budget (configs/demo.py: 3000 steps of 8 clips), on UniSync's samples and windows of 10
-frames (configs/unisync.py). Evaluated by the sync protocol on Euclidean distances, with LSE-D /
+synthetic faces; SyncNet's contrastive loss, tasks/syncnet/losses.py), with the demo's data, audio
+front end and budget (configs/demo.py: 3000 steps of 8 clips), on UniSync's samples and windows of
+10 frames (configs/unisync.py). Evaluated by the sync protocol on Euclidean distances, with LSE-D /
 LSE-C (evaluators/syncnet_sync.py): the "SyncNet trained by us" row of `synclipmae-sync-table`.
 
 The SyncNet paper does not print its contrastive margin: 1.0 here (`model.syncnet.margin`).

@@ -1,6 +1,6 @@
 r"""UniSync, the supervised sync baseline (../shared/papers/unisync_summary.txt), trained with the
 demo's data, audio front end and budget (configs/demo.py: 3000 steps of 8 clips), on windows of
-10 frames (2 x K, so that a non-overlapping shift fits; unisync_pairs.py).
+10 frames (2 x K, so that a non-overlapping shift fits; tasks/pair_sync/pairs.py).
 
   python -m synclipmae_jax.main --config=configs/unisync.py --workdir=/tmp/unisync
 

@@ -6,7 +6,7 @@ Layout of the dataset directory:
   train-0000N-of-0000M.array_record        training clips (identities 0 .. num_identities-1)
   validation-0000N-of-0000M.array_record   held-out clips of unseen identities
 
-The labelled set of the probes (`ensure_labelled_dataset`, evaluators/probe.py) has the same
+The labelled set of the probes (`ensure_labelled_dataset`, evaluators/probe/) has the same
 layout with train / validation / test splits of speakers that no pretraining split holds.
 
 Clips are `schema` clips laid out as `clip_records` describes. Clip ids are unique across both

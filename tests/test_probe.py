@@ -12,7 +12,9 @@ import pytest
 
 from configs import demo
 from data_pipelines import grain_pipeline, labels, schema, synthetic_dataset
-from synclipmae_jax import frame_features, input_pipeline, linear_probe, probe_metrics
+from synclipmae_jax import frame_features, input_pipeline
+from synclipmae_jax.evaluators.probe import linear as linear_probe
+from synclipmae_jax.evaluators.probe import metrics as probe_metrics
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.evaluators import probe as probe_evaluator
 from synclipmae_jax.models import synclipmae

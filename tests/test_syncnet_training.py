@@ -1,4 +1,4 @@
-"""The SyncNet we train (models/syncnet.py, syncnet_losses.py, tasks/syncnet.py,
+"""The SyncNet we train (models/syncnet.py, tasks/syncnet/,
 evaluators/syncnet_sync.py): the contrastive loss pair by pair, the streams' shapes and what they
 look at, Euclidean distances in the sync metrics by hand, LSE arithmetic on the evaluator's curves,
 8 devices == 1, and a trained run read back by the sync tools."""
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from configs import syncnet as syncnet_configs
-from synclipmae_jax import sync_metrics, syncnet_losses, train
+from synclipmae_jax import sync_metrics, train
+from synclipmae_jax.tasks.syncnet import losses as syncnet_losses
 from synclipmae_jax.models import syncnet
 from synclipmae_jax.tasks import syncnet as syncnet_task
 from synclipmae_jax.tools import sync_eval, sync_table

@@ -1,6 +1,7 @@
-"""UniSync's building blocks (models/unisync.py, unisync_losses.py, unisync_pairs.py): p_sync against a naive
-computation, the streams' shapes and what they look at, the loss against per-pair arithmetic,
-the samples (anchor, shifted same-speaker audio, another speaker's) read back from labelled frames."""
+"""UniSync's building blocks (models/unisync.py, tasks/unisync/losses.py, tasks/pair_sync/pairs.py):
+p_sync against a naive computation, the streams' shapes and what they look at, the loss against
+per-pair arithmetic, the samples (anchor, shifted same-speaker audio, another speaker's) read back
+from labelled frames."""
 
 import json
 import os
@@ -14,7 +15,8 @@ import pytest
 
 from configs import unisync as unisync_configs
 from synclipmae_jax import input_pipeline, sharding, sync_metrics, train
-from synclipmae_jax import unisync_losses, unisync_pairs
+from synclipmae_jax.tasks.pair_sync import pairs as unisync_pairs
+from synclipmae_jax.tasks.unisync import losses as unisync_losses
 from synclipmae_jax.evaluators import unisync_sync
 from synclipmae_jax.models import unisync
 from synclipmae_jax.tasks import unisync as unisync_task

@@ -11,7 +11,9 @@ import optax
 import pytest
 
 from data_pipelines.synthetic import phones
-from synclipmae_jax import text_units, vsr_decoding, vsr_losses
+from synclipmae_jax.tasks.vsr import decoding as vsr_decoding
+from synclipmae_jax.tasks.vsr import losses as vsr_losses
+from synclipmae_jax.tasks.vsr import text_units
 from synclipmae_jax.models import conformer, vsr
 
 V = 7  # blank, unk, start, end and three units

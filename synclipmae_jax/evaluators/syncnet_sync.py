@@ -1,4 +1,4 @@
-"""The sync evaluation of a SyncNet we trained (tasks/syncnet.py): the sync protocol of
+"""The sync evaluation of a SyncNet we trained (tasks/syncnet/): the sync protocol of
 `evaluators/sync.py` (the same held-out clips, trials, lag sweep for K in `windows`, R-precision)
 on SyncNet's per-window embeddings (centred windows, as for UniSync: `unisync_sync`), with
 SyncNet's Euclidean distance, plus the LSE figures of the public SyncNet code:

@@ -1,4 +1,4 @@
-"""The sync evaluation of UniSync (tasks/unisync.py): `evaluators/sync.py`'s protocol (the same
+"""The sync evaluation of UniSync (tasks/unisync/): `evaluators/sync.py`'s protocol (the same
 held-out clips, trials, lag sweep for K in `windows`, R-precision) on UniSync's per-frame
 embeddings, so that the baseline and SyncLipMAE are scored by one piece of code.
 

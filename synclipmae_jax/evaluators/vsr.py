@@ -16,7 +16,8 @@ import jiwer
 import numpy as np
 
 from data_pipelines import schema
-from synclipmae_jax import vsr_data, vsr_decoding
+from synclipmae_jax.tasks.vsr import data as vsr_data
+from synclipmae_jax.tasks.vsr import decoding as vsr_decoding
 
 
 def validate(entry, config) -> list[str]:

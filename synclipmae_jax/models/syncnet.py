@@ -1,7 +1,7 @@
 """SyncNet (Chung and Zisserman, "Out of time: automated lip sync in the wild", 2016) as a model we
 train: the two-stream architecture of the public network (`synclipmae_torch/syncnet.py`, whose
-weights give LSE-C / LSE-D) scaled to the synthetic faces, trained by `tasks/syncnet.py` with its
-contrastive loss (`syncnet_losses.py`) and scored with its Euclidean distance.
+weights give LSE-C / LSE-D) scaled to the synthetic faces, trained by `tasks/syncnet/` with its
+contrastive loss (`tasks/syncnet/losses.py`) and scored with its Euclidean distance.
 
 - lip stream: the lower half of K = 5 consecutive face crops (the public network reads the mouth
   region of 5 frames); its first layer sees all K frames at once (the public Conv3d's temporal
@@ -17,8 +17,9 @@ and narrower layers (`channels`, `hidden`, `embed_dim`); no normalisation in the
 layer normalisation in the heads instead of batch normalisation (the trainer's state holds no
 running statistics); the demo's frozen log-mel features instead of MFCC. The normalisation matters
 on the demo's data: with none, every embedding collapsed to the loss's constant stationary point
-within 100 steps (`syncnet_losses.py`); with layer normalisation over the convolutions' channels as
-well, the pairs stayed unseparated for 1000 steps; as here, they separate from step ~450.
+within 100 steps (`tasks/syncnet/losses.py`); with layer normalisation over the convolutions'
+channels as well, the pairs stayed unseparated for 1000 steps; as here, they separate from step
+~450.
 Embeddings are not normalised: their Euclidean distance is what the loss and the LSE figures use.
 """
 

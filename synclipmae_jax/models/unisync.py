@@ -14,7 +14,7 @@ p_sync = cos(ReLU(a'), ReLU(v')), in [0, 1]:
 
 The summary fixes the structure (preprocessing, average pooling, unified feature extraction,
 p_sync); layer sizes, the lower-half crop and K = 5 (SyncNet's window) are our choices (the
-module's fields). The training objective is in `unisync_losses.py`.
+module's fields). The training objective is in `tasks/unisync/losses.py`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The lip-reading head (paper 4.3): frozen vocal-motion tokens -> Conformer encoder -> a CTC
-head and an autoregressive Transformer decoder over SentencePiece units (`text_units.py`).
+head and an autoregressive Transformer decoder over SentencePiece units (`tasks/vsr/text_units.py`).
 
 A pure function of its parameters: `encode` gives the hidden states and CTC logits of a batch of
 token sequences, `decode` the attention decoder's next-unit logits for a batch of unit prefixes
-(teacher forcing in training, `vsr_decoding` at inference), `__call__` both.
+(teacher forcing in training, `tasks/vsr/decoding.py` at inference), `__call__` both.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """What `train.py` trains, chosen by name (`config.task`, default "pretrain").
 
   pretrain  SyncLipMAE pretraining (paper 3): `tasks/pretrain.py`.
-  vsr       the lip-reading head on a frozen pretrained encoder (paper 4.3): `tasks/vsr.py`.
-  unisync   UniSync, the supervised sync baseline, on the pretraining data: `tasks/unisync.py`.
-  syncnet   SyncNet trained by us on the same data (the LSE row of the sync table): `tasks/syncnet.py`.
-(`tasks/pair_sync.py` is what the two pair-model tasks share; it is not a task.)
+  vsr       the lip-reading head on a frozen pretrained encoder (paper 4.3): `tasks/vsr/`.
+  unisync   UniSync, the supervised sync baseline, on the pretraining data: `tasks/unisync/`.
+  syncnet   SyncNet trained by us on the same data (the LSE row of the sync table): `tasks/syncnet/`.
+(`tasks/pair_sync/` is what the two pair-model tasks share, their samples included; it is not a
+task.) A task is a package: its `__init__.py` is the task module below, beside the modules only
+it uses.
 
 A task module gives train.py's banner sections their task-specific parts:
   validate(config, *, num_devices, process_count)  raise ValueError naming every bad value;

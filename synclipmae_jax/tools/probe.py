@@ -5,7 +5,7 @@ r"""Linear probes of trained encoders side by side (paper 4.2, Table 3): `syncli
 
 One row per encoder: each --workdir's checkpoint (its latest, or --step for the first), and
 with --random_init the first workdir's run at initialisation (`checkpointing.initial`: the same
-architecture, untrained). Every row goes through the probe evaluator of `evaluators/probe.py`
+architecture, untrained). Every row goes through the probe evaluator of `evaluators/probe/`
 with the options of the first workdir's `evals.probe` (the defaults when it trained without
 one) changed by --option key=value: its frames through the frozen encoder once, then the
 emotion and action probes scored per video at each sampled frame count (`frames`, 16 and 80:

@@ -29,10 +29,10 @@ video: the clip's frames drawn that way from the whole video).
 
 The video's logits are the mean of the linear head's logits over its samples (frames or
 clips); the head is linear, so that is the head applied to the mean sampled feature, which is
-what the probe trains and scores on (`linear_probe`). A video's emotion is its record's; an
+what the probe trains and scores on (`linear.py`). A video's emotion is its record's; an
 action is present in a video when any of its frames shows it (all its frames, sampled or not).
 Emotion is scored by accuracy and macro one-vs-rest AUC, actions (multi-label) by accuracy per
-action and mean one-vs-rest AUC (`probe_metrics`). Each (task, frames) probe is
+action and mean one-vs-rest AUC (`metrics.py`). Each (task, frames) probe is
 `linear_probe.select`ed by a grid on validation and reported on test.
 
 Options (`config.evals.<name>`, defaults in `config_defaults.probe_eval_config`): pattern,
@@ -47,7 +47,8 @@ import os
 import numpy as np
 
 from data_pipelines import labels
-from synclipmae_jax import config_defaults, frame_features, input_pipeline, linear_probe
+from synclipmae_jax import config_defaults, frame_features, input_pipeline
+from synclipmae_jax.evaluators.probe import linear as linear_probe
 
 TASKS = ("emotion", "actions")
 # Per-frame feature of the probe: the paper's mean of the two motion tokens, single prompt

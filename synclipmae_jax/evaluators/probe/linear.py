@@ -3,7 +3,7 @@
 The paper's video logits are the mean of one linear layer's logits over the video's sampled
 frames (or clips); a linear layer, and the standardisation before it, commute with the mean, so
 a video's logits are the layer applied to its mean sampled feature, and the probe trains and
-scores on one (standardised) feature vector per video (`evaluators/probe.py` samples them).
+scores on one (standardised) feature vector per video (`evaluators/probe/__init__.py` samples them).
 Emotion is single-label (softmax cross-entropy), facial actions multi-label (sigmoid
 cross-entropy per action).
 
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from synclipmae_jax import probe_metrics
+from synclipmae_jax.evaluators.probe import metrics as probe_metrics
 
 
 def _train_one(x, y, learning_rate, weight_decay, *, multi_label: bool, steps: int):
@@ -71,7 +71,7 @@ def select(train: Split, validation: Split, test: Split, *, num_classes: int, mu
            learning_rates, weight_decays, steps: int) -> dict:
   """Trains the grid on `train` (features standardised with train's statistics), picks the point
   with the best validation figure (accuracy for single-label, mean AUC for multi-label; ties:
-  the other one) and returns its validation and test figures (`probe_metrics`) and the number of
+  the other one) and returns its validation and test figures (`metrics.py`) and the number of
   videos of each split."""
   for name, split in (("train", train), ("validation", validation), ("test", test)):
     if len(split.features) == 0:

@@ -1,6 +1,6 @@
 """The figures of the linear probes (paper 4.2, Table 3): emotion (single-label) accuracy and
 macro AUC, facial actions (multi-label) mean accuracy and mean AUC, one row per video (the
-paper's video-level scoring; `evaluators/probe.py` makes the rows).
+paper's video-level scoring; `evaluators/probe/__init__.py` makes the rows).
 
 AUCs are scikit-learn's `roc_auc_score`, one class (or one action) against the rest, averaged
 over the classes that the evaluated videos hold both with and without (a class absent from the

@@ -1,5 +1,5 @@
-"""What the pair-model tasks share (UniSync, `tasks/unisync.py`; SyncNet, `tasks/syncnet.py`): a
-model of a video window and an audio window trained on Figure 3's samples (`unisync_pairs`) cut
+"""What the pair-model tasks share (UniSync, `tasks/unisync/`; SyncNet, `tasks/syncnet/`): a
+model of a video window and an audio window trained on Figure 3's samples (`pairs.py`) cut
 from the pretraining pipeline's windows, with the pretraining run's frozen audio front end; its
 checks, its step and its experiment. A task module takes its input, warnings and evaluator inputs
 from here and adds its model, its loss and its own checks.
@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import optax
 
 from synclipmae_jax import config_validation, experiment, optimizer, sharding, train_state
-from synclipmae_jax import unisync_pairs
 from synclipmae_jax.models import audio_encoder as audio_encoder_lib
 from synclipmae_jax.tasks import pretrain
+from synclipmae_jax.tasks.pair_sync import pairs
 
 make_input = pretrain.make_input
 init_warnings = pretrain.init_warnings
@@ -29,7 +29,7 @@ def pair_task_errors(config, *, num_devices: int, process_count: int, window: in
     config_validation.validate(config, num_devices=num_devices, process_count=process_count)
   except ValueError as e:
     errors.append(str(e))
-  errors.extend(unisync_pairs.validate(config.data.window_frames, window))
+  errors.extend(pairs.validate(config.data.window_frames, window))
   for entry_name, entry in config.evals.items():
     if entry.get("type") != sync_evaluator:
       errors.append(f"evals.{entry_name}.type={entry.get('type')!r}: a {name} run is evaluated by "
@@ -39,7 +39,7 @@ def pair_task_errors(config, *, num_devices: int, process_count: int, window: in
 
 def embed_samples(model, params, samples) -> tuple[jax.Array, jax.Array]:
   """The video windows' embeddings [B, D] and their audio candidates' [B, 1 + N, D] (the positive
-  first, then the negatives in `unisync_pairs.KINDS` order) of a pair model (UniSync, SyncNet)."""
+  first, then the negatives in `pairs.KINDS` order) of a pair model (UniSync, SyncNet)."""
   b = samples["frames"].shape[0]
   video = model.apply({"params": params}, samples["frames"], method=model.embed_video)
   audio = model.apply({"params": params},
@@ -67,7 +67,7 @@ def step_functions(config, model, audio_encoder, tx, schedule, loss_fn) -> train
   def train_step(state, batch):
     rng = jax.random.fold_in(base_key, state.step)
     features = jax.lax.stop_gradient(audio_encoder.apply({"params": state.frozen}, batch["audio"], t))
-    samples = unisync_pairs.training_samples(rng, batch["frames"], features, batch["identity_id"], k)
+    samples = pairs.training_samples(rng, batch["frames"], features, batch["identity_id"], k)
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, samples)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -1,8 +1,9 @@
 """SyncNet trained by us, as a task of `train.py` (see `tasks/__init__.py`): `models/syncnet.py`
-trained with SyncNet's contrastive loss (`syncnet_losses`) on the samples UniSync trains on
-(`unisync_pairs`, cut from the pretraining pipeline's windows), with the pretraining run's frozen
-audio front end; evaluated by the sync protocol on Euclidean distances (`evaluators/syncnet_sync.py`:
-the LSE-D / LSE-C arithmetic of the public SyncNet code, on our held-out clips).
+trained with SyncNet's contrastive loss (`losses.py` here) on the samples UniSync trains on
+(`tasks/pair_sync/pairs.py`, cut from the pretraining pipeline's windows), with the pretraining
+run's frozen audio front end; evaluated by the sync protocol on Euclidean distances
+(`evaluators/syncnet_sync.py`: the LSE-D / LSE-C arithmetic of the public SyncNet code, on our
+held-out clips).
 
 Everything else (data, mesh, optimizer, budget) is the pretraining config's, as for UniSync
 (`configs/syncnet.py` extends the demo), so the three rows of the sync table see the same clips.
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from synclipmae_jax import experiment, syncnet_losses, unisync_pairs
+from synclipmae_jax import experiment
 from synclipmae_jax.models import syncnet as syncnet_model
 from synclipmae_jax.tasks import pair_sync
+from synclipmae_jax.tasks.pair_sync import pairs
+from synclipmae_jax.tasks.syncnet import losses as syncnet_losses
 
 make_input = pair_sync.make_input
 init_warnings = pair_sync.init_warnings
@@ -54,7 +57,7 @@ def pair_loss(config, model):
     video, audio = pair_sync.embed_samples(model, params, samples)
     d = syncnet_model.distance(audio, video[:, None])
     loss, metrics = syncnet_losses.contrastive_loss(d[:, 0], d[:, 1:], margin)
-    for i, kind in enumerate(unisync_pairs.KINDS):
+    for i, kind in enumerate(pairs.KINDS):
       metrics[f"syncnet/d_{kind}"] = jnp.mean(d[:, 1 + i])
     return loss, metrics
 

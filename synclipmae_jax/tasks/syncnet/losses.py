@@ -4,11 +4,11 @@ al. on the Euclidean distance d between an audio and a video embedding,
   E = 1 / (2N) sum_n  y_n d_n^2 + (1 - y_n) max(margin - d_n, 0)^2,
 
 y_n = 1 for a synchronised pair, 0 for a false one. Our pairs are UniSync's samples
-(`unisync_pairs`: one positive and three negatives per video window, the same speaker's audio
-shifted with and without overlap, and another speaker's), as SyncNet's false pairs are shifted
-audio of the same clip; the two classes are weighted equally (the mean over positives and the
-mean over negatives, halved), so the 1:3 ratio of the samples does not tilt the loss. The paper
-does not print its margin; ours is `model.syncnet.margin`.
+(`tasks/pair_sync/pairs.py`: one positive and three negatives per video window, the same speaker's
+audio shifted with and without overlap, and another speaker's), as SyncNet's false pairs are shifted
+audio of the same clip; the two classes are weighted equally (the mean over positives and the mean
+over negatives, halved), so the 1:3 ratio of the samples does not tilt the loss. The paper does not
+print its margin; ours is `model.syncnet.margin`.
 
 The loss has a stationary point where every embedding of a stream is one constant vector, the two
 at distance margin / 2; a model whose streams can shrink their output's spread faster than they

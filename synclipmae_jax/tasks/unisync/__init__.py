@@ -1,7 +1,7 @@
 """UniSync, the supervised sync baseline, as a task of `train.py` (see `tasks/__init__.py`):
-`models/unisync.py` trained with `unisync_losses` on Figure 3's samples (`unisync_pairs`) cut from
-the pretraining pipeline's windows, with the pretraining run's frozen audio front end (what pair
-models share: `tasks/pair_sync.py`).
+`models/unisync.py` trained with `losses.py` here on Figure 3's samples (`tasks/pair_sync/pairs.py`)
+cut from the pretraining pipeline's windows, with the pretraining run's frozen audio front end
+(what pair models share: `tasks/pair_sync/`).
 
 The data, the audio front end, the mesh and the optimizer are the pretraining config's (the
 config extends it: `configs/unisync.py`), so UniSync sees the same clips, the same audio features
@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from synclipmae_jax import experiment, unisync_losses, unisync_pairs
+from synclipmae_jax import experiment
 from synclipmae_jax.models import unisync as unisync_model
 from synclipmae_jax.tasks import pair_sync
+from synclipmae_jax.tasks.pair_sync import pairs
+from synclipmae_jax.tasks.unisync import losses as unisync_losses
 
 make_input = pair_sync.make_input
 init_warnings = pair_sync.init_warnings
@@ -52,7 +54,7 @@ def pair_loss(config, model):
     video, audio = pair_sync.embed_samples(model, params, samples)
     p = unisync_model.sync_probability(audio, video[:, None])
     loss, metrics = unisync_losses.unisync_loss(p[:, 0], p[:, 1:], margin)
-    for i, kind in enumerate(unisync_pairs.KINDS):
+    for i, kind in enumerate(pairs.KINDS):
       metrics[f"unisync/p_{kind}"] = jnp.mean(p[:, 1 + i])
     metrics["unisync/p_positive"] = jnp.mean(p[:, 0])
     return loss, metrics

@@ -1,12 +1,12 @@
 """Lip reading (paper 4.3) as a task of `train.py` (see `tasks/__init__.py`): the lip-reading
-head (`models/vsr.py`) trained with the hybrid CTC/attention loss (`vsr_losses`) on the
+head (`models/vsr.py`) trained with the hybrid CTC/attention loss (`losses.py`) on the
 vocal-motion tokens of a frozen pretrained SyncLipMAE.
 
 Input: the labelled clips (`input_pipeline.labelled_clips`: prepared shards with transcripts,
 or the labelled synthetic set of unseen speakers) go once through the frozen encoder
 (`frame_features`, all patches visible) when the run starts; each clip becomes one utterance,
 its per-frame vocal-motion tokens [T, D] (padded to `data.max_frames`) and its transcript as
-SentencePiece units (`text_units`, trained on the training transcripts and saved in the
+SentencePiece units (`text_units.py`, trained on the training transcripts and saved in the
 workdir as `units.model` so that a resumed run keeps the same ids). Batches of whole
 utterances come from a shuffled, repeated Grain MapDataset: checkpointable, each process
 taking its block of every global batch, sharded over data x fsdp like pretraining.
@@ -24,8 +24,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from synclipmae_jax import checkpointing, input_pipeline, optimizer, sharding, storage, text_units
-from synclipmae_jax import train_state, vsr_data, vsr_losses
+from synclipmae_jax import checkpointing, input_pipeline, optimizer, sharding, storage, train_state
+from synclipmae_jax.tasks.vsr import data as vsr_data
+from synclipmae_jax.tasks.vsr import losses as vsr_losses
+from synclipmae_jax.tasks.vsr import text_units
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.models import synclipmae, vit
 from synclipmae_jax.models import vsr as vsr_model

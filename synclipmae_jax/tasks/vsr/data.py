@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from synclipmae_jax import frame_features, text_units
+from synclipmae_jax import frame_features
 from synclipmae_jax.models import synclipmae
+from synclipmae_jax.tasks.vsr import text_units
 
 
 def utterances(encoder, clips: list[dict], units: text_units.Units, *, max_units: int,

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synclipmae_jax import text_units
+from synclipmae_jax.tasks.vsr import text_units
 
 
 @dataclasses.dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
-from synclipmae_jax import text_units
+from synclipmae_jax.tasks.vsr import text_units
 
 
 def decoder_io(units, unit_mask):
