@@ -1,7 +1,7 @@
 r"""The dubbing fine-tune (paper 4.4, `synclipmae-dub-train`): WanVACE-1.3B with the AudioPack, the
 Wan backbone frozen, the VACE blocks, the VACE patch embedding and the AudioPack trained by flow
 matching on prepared talking-face shards, driven by the exported SyncLipMAE's audio tokens
-("audio") or a driving video's vocal-motion tokens ("video").
+("audio"), a driving video's vocal-motion tokens ("video") or either, drawn per sample ("mixed").
 
   synclipmae-dub-train --config=configs/dub.py --workdir=/tmp/dub \
       --config.wan_vace=/path/to/Wan2.1-VACE-1.3B-diffusers --config.synclipmae=/path/to/export \
@@ -33,7 +33,11 @@ def get_config(arg: str | None = None):
   c.wan_vace = ""  # a local WanVACE folder in diffusers' format (transformer/, vae/), or "tiny"
   c.synclipmae = ""  # the folder `synclipmae-export` wrote
   c.shards = ""  # prepared ArrayRecord shards (a glob)
-  c.tokens = "audio"  # the control tokens: "audio" (audio-driven) or "video" (vocal motion)
+  # The control tokens the fine-tune sees: "audio" (audio-driven), "video" (vocal motion) or
+  # "mixed" (each sample's drawn: video with probability video_probability). Any run is driven
+  # by either at inference (synclipmae-dub --speech or --driving_video).
+  c.tokens = "audio"
+  c.video_probability = 0.5  # of a video-driven sample, with tokens="mixed"
   c.num_frames = 17
   c.drop_continuity = 0.1
   c.num_train_steps = 30_000

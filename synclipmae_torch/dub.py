@@ -4,6 +4,13 @@ r"""`synclipmae-dub`: a source video and a target speech track (audio-driven) or
   synclipmae-dub --run=/tmp/dub --video=talk.mp4 --speech=new_speech.wav --out=dubbed.mp4
   synclipmae-dub --run=/tmp/dub --video=talk.mp4 --driving_video=actor.mp4 --out=dubbed.mp4
 
+Either control drives any run, whatever its `config.tokens` (audio, video or mixed): the paper
+toggles audio- and video-driven control "within the same model" (Table 4's A- and V-SyncLipMAE
+rows), which rests on the pretraining's shared token space (the contrastive alignment of audio
+and vocal-motion tokens, and the decoder reconstructing the same frame from either). The speech's
+audio tokens or the driving video's vocal-motion tokens (its face tracked and cropped as the
+preparation does) enter the AudioPack alike.
+
 The source's face is tracked (the preparation's detector and tracking, `data_pipelines.prepare`);
 the video is dubbed in segments of 17 frames, each in one square window around its own frames'
 face boxes (the preparation's crop margin; the window follows a moving speaker) resized to
@@ -80,20 +87,19 @@ def load_run(workdir: str, device: str = "auto"):
   return config, dub_step.pipeline(transformer, vae), pack, tokenizer
 
 
-def check_target(config, speech: str | None, driving_video: str | None) -> None:
-  """The target the run can take: a speech track for audio tokens, a driving video for video."""
+def control_of(speech: str | None, driving_video: str | None) -> str:
+  """The control of a dub (one of `dub_train.CONTROLS`): "audio" for a speech track, "video"
+  for a driving video; exactly one must be given. Any run takes either, whatever its
+  `config.tokens` (module doc)."""
   if (speech is None) == (driving_video is None):
     raise ValueError("give either a speech track (audio-driven) or a driving video (video-driven)")
-  if speech is not None and config.tokens != "audio":
-    raise ValueError(f"this run was trained on {config.tokens!r} tokens: give a driving video")
-  if driving_video is not None and config.tokens != "video":
-    raise ValueError(f"this run was trained on {config.tokens!r} tokens: give a speech track")
+  return "audio" if speech is not None else "video"
 
 
 def control_tokens(tokenizer, num_frames: int, speech: str | None, driving_video: str | None
                    ) -> tuple[torch.Tensor, np.ndarray]:
   """([num_frames, D] control tokens, the output's audio [640 num_frames]) of the target (one of
-  the two, `check_target`)."""
+  the two, `control_of`)."""
   if speech is not None:
     audio, _ = decode.read_audio(speech, Fraction(0), num_frames)
     with torch.no_grad():
@@ -120,12 +126,13 @@ def dub(run: str, video: str, out: str, *, speech: str | None = None, driving_vi
         detector: str = face_detector.DEFAULT, device: str = "auto") -> dict:
   """Writes the dubbed video to `out`; returns {"frames", "segments", "windows": each segment's
   face window (x0, y0, x1, y1), "regenerated_box": the bounding box of every pixel the masks
-  regenerate}."""
+  regenerate, "control": "audio" or "video" (this dub's), "trained_tokens": the run's
+  `config.tokens`}."""
+  control = control_of(speech, driving_video)
   config, pipe, pack, tokenizer = load_run(run, device)
   base = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
   if size % base:
     raise ValueError(f"size={size} must be a multiple of {base} (the VAE's and the DiT's patches)")
-  check_target(config, speech, driving_video)
   frames, boxes, mouths = face_window(video, detector)
   n, (height, width) = len(frames), frames[0].shape[:2]
   tokens, audio = control_tokens(tokenizer, n, speech, driving_video)
@@ -168,7 +175,8 @@ def dub(run: str, video: str, out: str, *, speech: str | None = None, driving_vi
   rows, cols = np.nonzero(regenerated)
   return {"frames": n, "segments": len(windows), "windows": windows,
           "regenerated_box": [int(cols.min()), int(rows.min()), int(cols.max()) + 1,
-                              int(rows.max()) + 1]}
+                              int(rows.max()) + 1],
+          "control": control, "trained_tokens": config.tokens}
 
 
 def run() -> None:
@@ -177,8 +185,10 @@ def run() -> None:
 
   flags.DEFINE_string("run", None, "A synclipmae-dub-train workdir (its latest checkpoint).")
   flags.DEFINE_string("video", None, "The source video.")
-  flags.DEFINE_string("speech", None, "The target speech (audio-driven runs): any audio or video file.")
-  flags.DEFINE_string("driving_video", None, "The driving video (video-driven runs).")
+  flags.DEFINE_string("speech", None, "The target speech (audio-driven dub, any run): any audio "
+                      "or video file.")
+  flags.DEFINE_string("driving_video", None, "The driving video (video-driven dub, any run): its "
+                      "face's vocal motion drives the lips, its sound becomes the output's.")
   flags.DEFINE_string("out", None, "The dubbed video (.mp4).")
   flags.DEFINE_integer("size", 256, "Side of the face window WanVACE regenerates (multiple of 16).")
   flags.DEFINE_integer("steps", 30, "Denoising steps.")

@@ -6,9 +6,16 @@ r"""`synclipmae-dub-train`: the dubbing fine-tune (paper 4.4) in one linear `tra
 models (WanVACE transformer and VAE from a local diffusers folder; the exported SyncLipMAE's
 tokenizer; the AudioPack attached) -> what trains (`dub_step.freeze`) -> data (the shards' clips,
 streamed: each sample reads only its frames and the audio around them, `dub_samples.shard_sample`;
-step s draws its clip, window, reference, continuity drop, noise level and noise from seeds
-(seed, s), so a resumed run sees what an uninterrupted one does) -> checkpoint (the trained
+step s draws its clip, window, reference, continuity drop, noise level, noise and control from
+seeds (seed, s), so a resumed run sees what an uninterrupted one does) -> checkpoint (the trained
 parameters and the optimizer's state as safetensors, `checkpoints/step_<s>.safetensors`) -> loop.
+
+The control (paper 4.4: "switching [audio tokens] vs. [vocal-motion tokens] toggles audio-driven
+vs. video-driven control within the same model"): `config.tokens` = "audio" (the target frames'
+audio tokens), "video" (their vocal-motion tokens) or "mixed" (each sample's control drawn, video
+with probability `config.video_probability`; metrics.jsonl logs each step's video-driven
+fraction). Whatever a run was trained on, `synclipmae-dub` drives it by either: the two kinds of
+token share one space (the pretraining's contrastive alignment of audio and vocal-motion tokens).
 
 Data parallel over processes started by torchrun (torch.distributed; NCCL on GPUs, Gloo on CPUs):
 
@@ -39,7 +46,8 @@ from data_pipelines import clip_records
 from synclipmae_torch import audiopack, dub_samples, dub_step, tokens as tokens_lib
 from synclipmae_jax import command_line
 
-TOKEN_SOURCES = ("audio", "video")
+CONTROLS = ("audio", "video")  # what drives a sample or a dub: audio tokens, vocal-motion tokens
+TOKEN_SOURCES = CONTROLS + ("mixed",)  # config.tokens; mixed: each sample's control drawn
 DEVICES = ("auto", "cpu", "cuda")  # auto: cuda when there is one
 FROZEN_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # of the frozen backbone
 SIGMA_SHIFT = 5.0  # Wan's flow shift: noise levels sigma = s u / (1 + (s - 1) u), u ~ U(0, 1)
@@ -50,6 +58,11 @@ def validate(config) -> None:
   errors = []
   if config.tokens not in TOKEN_SOURCES:
     errors.append(f"tokens={config.tokens!r} must be one of {TOKEN_SOURCES}")
+  if config.tokens == "mixed" and not 0.0 < config.video_probability < 1.0:
+    errors.append(f"video_probability={config.video_probability} must be in (0, 1) with "
+                  "tokens='mixed' (0 or 1: train with tokens='audio' or 'video')")
+  elif not 0.0 <= config.video_probability <= 1.0:
+    errors.append(f"video_probability={config.video_probability} must be in [0, 1]")
   if config.num_frames < 1 or (config.num_frames - 1) % audiopack.FRAMES_PER_LATENT:
     errors.append(f"num_frames={config.num_frames} must be 1 + 4k (the Wan VAE's unit)")
   if not 0.0 <= config.drop_continuity <= 1.0:
@@ -104,6 +117,8 @@ def control_tokens(tokenizer, clip: dict, sample: dict, source: str) -> torch.Te
   the clip's audio around it as context) or the vocal-motion tokens of its frames (resized to the
   tokenizer's image size when the shards are prepared at another). `clip` is a whole clip or the
   part of one `dub_samples.shard_sample` reads (audio and boxes from the sample's frame 0)."""
+  if source not in CONTROLS:
+    raise ValueError(f"control {source!r} must be one of {CONTROLS}")
   start, stop = sample["start"], sample["start"] + len(sample["target"])
   if source == "audio":
     return tokenizer.audio_tokens(clip["audio"], start, stop)[None]
@@ -113,6 +128,28 @@ def control_tokens(tokenizer, clip: dict, sample: dict, source: str) -> torch.Te
                        for f in frames])
   return tokenizer.prompt_tokens(frames, clip["face_boxes"][start:stop],
                                  clip["mouth_boxes"][start:stop])["vocal"][None]
+
+
+def draw_control(config, rng: np.random.Generator) -> str:
+  """The control of a sample (one of CONTROLS): config.tokens, or for "mixed" "video" with
+  probability config.video_probability (one uniform draw of `rng`), else "audio"."""
+  if config.tokens != "mixed":
+    return config.tokens
+  return "video" if rng.random() < config.video_probability else "audio"
+
+
+def sample_draws(config, clips: clip_records.ClipSource, step: int, index: int,
+                 context_frames: int) -> tuple[dict, dict, str, int]:
+  """(the clip's part, the sample, its control, the seed of its noise level and noise) of sample
+  `index` of `step`, all from the seeds (config.seed, step, index): what a resumed run or another
+  number of processes draws alike. The control is drawn last, so a mixed run sees the samples and
+  noise that an audio or a video run with the same seed sees."""
+  rng = np.random.default_rng([config.seed, step, index])
+  clip, sample = dub_samples.shard_sample(clips, rng, num_frames=config.num_frames,
+                                          drop_continuity=config.drop_continuity,
+                                          context_frames=context_frames)
+  noise_seed = int(rng.integers(2**62))
+  return clip, sample, draw_control(config, rng), noise_seed
 
 
 def noise_level(generator: torch.Generator) -> torch.Tensor:
@@ -261,34 +298,33 @@ def train(config, workdir: str) -> dict:
   try:
     while step < config.num_train_steps:
       optimizer.zero_grad(set_to_none=True)
-      figures = torch.zeros(2, dtype=torch.float64)  # sums over this process's samples: loss, sigma
+      # sums over this process's samples: loss, sigma, video-driven samples
+      figures = torch.zeros(3, dtype=torch.float64)
       for j in range(config.samples_per_process):
         index = rank * config.samples_per_process + j
-        rng = np.random.default_rng([config.seed, step, index])
-        clip, sample = dub_samples.shard_sample(clips, rng, num_frames=config.num_frames,
-                                                drop_continuity=config.drop_continuity,
-                                                context_frames=context)
+        clip, sample, source, noise_seed = sample_draws(config, clips, step, index, context)
         with torch.no_grad():
-          control = control_tokens(tokenizer, clip, sample, config.tokens)
+          control = control_tokens(tokenizer, clip, sample, source)
         encoded = dub_step.encode_sample(pipe, sample)
-        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))  # noise on the CPU:
+        generator = torch.Generator().manual_seed(noise_seed)  # noise on the CPU:
         sigma = noise_level(generator)  # the same draws on every device
         noise = torch.randn(encoded["latents"].shape, generator=generator).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
           loss = dub_step.flow_matching_loss(transformer, pack, encoded, control, prompt,
                                              sigma.to(device), noise)
         (loss / samples).backward()
-        figures += torch.tensor([loss.item(), float(sigma)], dtype=torch.float64)
+        figures += torch.tensor([loss.item(), float(sigma), float(source == "video")],
+                                dtype=torch.float64)
       if world > 1:
         distributed.all_reduce(figures)
-      mean_loss, mean_sigma = (figures / samples).tolist()
+      mean_loss, mean_sigma, video = (figures / samples).tolist()
       if not np.isfinite(mean_loss):
         raise FloatingPointError(f"step {step + 1}: the flow-matching loss is {mean_loss}; "
                                  "nothing of this step is saved")
       average_gradients(trained, world)
       optimizer.step()
       step += 1
-      metrics = {"step": step, "loss": mean_loss, "sigma": mean_sigma}
+      metrics = {"step": step, "loss": mean_loss, "sigma": mean_sigma, "video_driven": video}
       if rank == 0 and (step % config.log_every_steps == 0 or step == config.num_train_steps):
         log.write(json.dumps(metrics) + "\n")
         log.flush()

@@ -1,8 +1,9 @@
 """`synclipmae-dub-train` (synclipmae_torch/dub_train.py, configs/dub.py:tiny) on the smallest
 WanVACE and Wan VAE, the exported tiny SyncLipMAE run and its synthetic shards: trains, checkpoints
-as safetensors, resume reproduces the uninterrupted run, audio- and video-driven runs differ only
-in their control tokens, bad configs are refused before anything loads; it also trains on the HDTF
-fixture clips prepared into shards."""
+as safetensors, resume reproduces the uninterrupted (mixed-control) run, audio- and video-driven
+samples differ only in their control tokens, `mixed` draws video-driven samples at the configured
+rate, bad configs are refused before anything loads; it also trains on the HDTF fixture clips
+prepared into shards."""
 
 import glob
 import json
@@ -18,6 +19,7 @@ pytest.importorskip("diffusers")
 import safetensors.torch  # pylint: disable=wrong-import-position
 
 from configs import dub  # pylint: disable=wrong-import-position
+from data_pipelines import clip_records  # pylint: disable=wrong-import-position
 from data_pipelines.prepare import plan, prepare, process  # pylint: disable=wrong-import-position
 from fixture_paths import HDTF  # pylint: disable=wrong-import-position
 from synclipmae_jax import checkpointing, input_pipeline  # pylint: disable=wrong-import-position
@@ -46,12 +48,25 @@ def checkpoint(workdir, step):
   return safetensors.torch.load_file(os.path.join(workdir, "checkpoints", f"step_{step}.safetensors"))
 
 
+def clip_source(inputs):
+  return clip_records.ClipSource(sorted(glob.glob(inputs[1])))
+
+
 def test_resume_reproduces_the_uninterrupted_run(inputs, tmp_path):
+  """With tokens="mixed": each step's control is drawn from the seeds as its sample and noise
+  are, so the resumed run draws what the uninterrupted one does; the log's video-driven fraction
+  of each step is its sample's draw (`dub_train.sample_draws`), and both kinds occur."""
+  mixed = dict(tokens="mixed", video_probability=0.5)
   whole = str(tmp_path / "whole")
-  last = dub_train.train(tiny_config(inputs), whole)
+  last = dub_train.train(tiny_config(inputs, **mixed), whole)
   assert last["step"] == 6 and np.isfinite(last["loss"])
   with open(os.path.join(whole, "metrics.jsonl")) as f:
-    assert [json.loads(line)["step"] for line in f] == [1, 2, 3, 4, 5, 6]
+    logged = [json.loads(line) for line in f]
+  assert [m["step"] for m in logged] == [1, 2, 3, 4, 5, 6]
+  clips, config = clip_source(inputs), tiny_config(inputs, **mixed)
+  drawn = [dub_train.sample_draws(config, clips, s, 0, 0)[2] for s in range(6)]
+  assert [m["video_driven"] for m in logged] == [float(c == "video") for c in drawn]
+  assert set(drawn) == {"audio", "video"}, drawn  # the run trains on both
   assert sorted(os.path.basename(p) for p in glob.glob(os.path.join(whole, "checkpoints", "*"))) == [
       "step_3.safetensors", "step_6.safetensors"]
   saved = checkpoint(whole, 6)
@@ -60,17 +75,25 @@ def test_resume_reproduces_the_uninterrupted_run(inputs, tmp_path):
              for k in saved)
   # Interrupted after step 3 (its checkpoint), then resumed to 6.
   parts = str(tmp_path / "parts")
-  dub_train.train(tiny_config(inputs, num_train_steps=3), parts)
-  resumed = dub_train.train(tiny_config(inputs), parts)
+  dub_train.train(tiny_config(inputs, num_train_steps=3, **mixed), parts)
+  resumed = dub_train.train(tiny_config(inputs, **mixed), parts)
   assert resumed == last
   for key, value in checkpoint(parts, 6).items():
     assert torch.equal(value, saved[key]), key
 
 
-def test_video_driven_runs_the_same_model_on_vocal_motion_tokens(inputs, tmp_path):
-  audio = dub_train.train(tiny_config(inputs, num_train_steps=1), str(tmp_path / "audio"))
-  video = dub_train.train(tiny_config(inputs, num_train_steps=1, tokens="video"),
+def test_video_driven_samples_train_the_same_model_on_vocal_motion_tokens(inputs, tmp_path):
+  """An audio run against a mixed run whose one sample drew video (the first seed that does; the
+  control is drawn after the sample and noise, so both runs see the same ones): they differ in
+  the AudioPack only, where the tokens enter. (tokens="video" takes that branch for every
+  sample: tests/test_dub.py trains such a run.)"""
+  clips = clip_source(inputs)
+  seed = next(s for s in range(100) if dub_train.sample_draws(
+      tiny_config(inputs, seed=s, tokens="mixed"), clips, 0, 0, 0)[2] == "video")
+  audio = dub_train.train(tiny_config(inputs, num_train_steps=1, seed=seed), str(tmp_path / "audio"))
+  video = dub_train.train(tiny_config(inputs, num_train_steps=1, seed=seed, tokens="mixed"),
                           str(tmp_path / "video"))
+  assert (audio["video_driven"], video["video_driven"]) == (0.0, 1.0)
   a, v = checkpoint(tmp_path / "audio", 1), checkpoint(tmp_path / "video", 1)
   assert a.keys() == v.keys()
   # The first step's gradients reach only the zero-initialised output projection of the pack
@@ -82,6 +105,26 @@ def test_video_driven_runs_the_same_model_on_vocal_motion_tokens(inputs, tmp_pat
   assert audio["sigma"] == video["sigma"]  # the same draws
 
 
+def test_mixed_draws_video_driven_samples_at_the_configured_rate(inputs):
+  """200 samples' draws (steps 0-99, two samples each: what the loop draws, from the seeds):
+  the video-driven count is within 4 binomial standard deviations of 200 p, and the samples and
+  noise are the audio run's (the control is drawn last; checked on the first 10)."""
+  clips, n, p = clip_source(inputs), 200, 0.3
+  mixed, audio = tiny_config(inputs, tokens="mixed", video_probability=p), tiny_config(inputs)
+  video = 0
+  for k in range(n):
+    step, index = divmod(k, 2)
+    _, sample, control, noise = dub_train.sample_draws(mixed, clips, step, index, 0)
+    assert control in dub_train.CONTROLS
+    video += control == "video"
+    if k < 10:
+      _, same, only_audio, same_noise = dub_train.sample_draws(audio, clips, step, index, 0)
+      assert only_audio == "audio" and noise == same_noise and sample["start"] == same["start"]
+      np.testing.assert_array_equal(sample["target"], same["target"])
+  sd = np.sqrt(n * p * (1 - p))  # 6.5
+  assert abs(video - n * p) <= 4 * sd, video
+
+
 def test_bad_configs_are_refused_before_anything_loads(inputs, tmp_path):
   config = tiny_config(inputs, tokens="text", num_frames=16, wan_vace=str(tmp_path / "absent"),
                        device="tpu", samples_per_process=0, frozen_dtype="bfloat16", bf16=False)
@@ -89,12 +132,18 @@ def test_bad_configs_are_refused_before_anything_loads(inputs, tmp_path):
   with pytest.raises(ValueError) as e:
     dub_train.train(config, str(tmp_path / "run"))
   message = str(e.value)
-  for part in ("tokens='text' must be one of ('audio', 'video')", "num_frames=16 must be 1 + 4k",
+  for part in ("tokens='text' must be one of ('audio', 'video', 'mixed')",
+               "num_frames=16 must be 1 + 4k",
                "is not a folder (a local WanVACE", "matches no file",
                "device='tpu' must be one of ('auto', 'cpu', 'cuda')", "samples_per_process=0 must be >= 1",
                "frozen_dtype='bfloat16' needs bf16=True"):
     assert part in message
   assert not os.path.exists(tmp_path / "run")
+  with pytest.raises(ValueError, match=r"video_probability=1.0 must be in \(0, 1\) with "
+                     "tokens='mixed'"):
+    dub_train.validate(tiny_config(inputs, tokens="mixed", video_probability=1.0))
+  with pytest.raises(ValueError, match=r"video_probability=-0.5 must be in \[0, 1\]"):
+    dub_train.validate(tiny_config(inputs, video_probability=-0.5))
 
 
 def test_two_processes_take_the_step_of_one_process_with_two_samples(inputs, tmp_path):
