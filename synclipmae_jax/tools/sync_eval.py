@@ -20,9 +20,13 @@ WORKDIR/sync_eval/STEP):
 With --videos (a file, a folder or a manifest of raw videos) each video goes through the training
 preparation and is measured with no shift applied (`fix_sync.Estimator`): per video its lag in
 frames and ms, a confidence and the curve (JSON, markdown, curves.png); a video that cannot be
-measured (unreadable, no audio, no usable face) is listed with its reason and the rest are measured.
+measured (unreadable, no audio, no usable face, no active speaker) is listed with its reason and
+the rest are measured. Every face track is measured: per video each track's box, share of the
+video, own curve, lag and confidence, and the time line of who speaks (`active_speaker`); the
+video's lag comes from the active speaker's frames only (--speaker_window, --speaker_margin,
+--speaker_min_confidence).
 
-Sign convention (README "Sync evaluation protocol"): a lag L > 0 means the video lags the audio.
+Sign convention (docs/evaluation.md, "Sync evaluation protocol"): a lag L > 0 means the video lags the audio.
 The evaluation is the training run's own evaluator: on the same checkpoint and held-out data
 it gives the figures the run logged at that step.
 """
@@ -37,7 +41,8 @@ import numpy as np
 
 from data_pipelines import schema
 from data_pipelines.prepare import face_detector, plan, prepare
-from synclipmae_jax import checkpointing, command_line, input_pipeline, storage, tasks
+from synclipmae_jax import active_speaker, checkpointing, command_line, input_pipeline, storage
+from synclipmae_jax import tasks
 from synclipmae_jax.evaluators import common as evaluators
 from synclipmae_jax.evaluators import sync as sync_evaluator
 from synclipmae_jax.tools import fix_sync
@@ -87,11 +92,13 @@ def video_paths(spec: str) -> list[str]:
 
 
 def evaluate_videos(workdir: str, spec: str, *, step: int | None = None,
-                    detector: str = face_detector.DEFAULT, margin: float | None = None) -> dict:
-  """Per raw video of `spec`: its lag, confidence and curve (`fix_sync.Estimator`, the training
-  preparation and no shift applied); a video that cannot be measured is listed with its reason
-  and the others are measured. `detector` and `margin`: the preparation's (`fix_sync.Estimator`)."""
-  estimator = fix_sync.Estimator(workdir, step, detector=detector, margin=margin)
+                    detector: str = face_detector.DEFAULT, margin: float | None = None,
+                    speaker: active_speaker.Options = active_speaker.Options()) -> dict:
+  """Per raw video of `spec`: its lag, confidence and curve, from its active speaker's frames, and
+  every face track with its own curve and the time line of who speaks (`fix_sync.Estimator`, the
+  training preparation and no shift applied); a video that cannot be measured is listed with its
+  reason and the others are measured. `detector`, `margin`, `speaker`: `fix_sync.Estimator`'s."""
+  estimator = fix_sync.Estimator(workdir, step, detector=detector, margin=margin, speaker=speaker)
   videos, failed = [], []
   for path in video_paths(spec):
     try:
@@ -108,6 +115,18 @@ def markdown_videos(report: dict) -> str:
            "| --- | ---: | ---: | ---: | ---: |"]
   lines += [f"| {v['video']} | {v['lag_frames']:+d} | {v['lag_ms']:+.0f} | {v['confidence']:.4f} | "
             f"{len(v['clips'])} |" for v in report["videos"]]
+  lines += ["", "Face tracks (the video's lag is taken on the active speaker's frames only):", "",
+            "| video | track | box (px) | share | own lag (frames) | confidence | speaks in |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+  lines += [f"| {os.path.basename(v['video'])} | {t['track']} | "
+            f"{' '.join(f'{x:.0f}' for x in t['face_box'])} | {t['share']:.0%} | "
+            f"{t['lag_frames']:+d} | {t['confidence']:.4f} | {t['speaking_share']:.0%} |"
+            for v in report["videos"] for t in v["tracks"]]
+  lines += ["", "| video | who speaks |", "| --- | --- |"]
+  lines += [f"| {os.path.basename(v['video'])} | " + ", ".join(
+      f"{s['start']:.2f}-{s['end']:.2f} s: " + (f"track {s['track']}" if s["track"] is not None
+                                               else s["reason"]) for s in v["speakers"]) + " |"
+            for v in report["videos"]]
   if report["failed"]:
     lines += ["", "| not measured | reason |", "| --- | --- |"]
     lines += [f"| {f['video']} | {f['reason']} |" for f in report["failed"]]
@@ -149,8 +168,12 @@ def plots(report: dict) -> dict[str, "np.ndarray"]:
   from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
   images = {}
   if "videos" in report:
-    curves = [(os.path.basename(v["video"]), v["lags"], v["distance"], None, v["lag_frames"])
-              for v in report["videos"]]
+    curves = []
+    for v in report["videos"]:
+      curves.append((os.path.basename(v["video"]), v["lags"], v["distance"], None, v["lag_frames"]))
+      if len(v["tracks"]) > 1:  # each face's own curve beside the speaker's
+        curves += [(f"{os.path.basename(v['video'])} track {t['track']}", t["lags"], t["distance"],
+                    None, t["lag_frames"]) for t in v["tracks"]]
   else:
     m = report["metrics"]
     windows = sorted(int(k.removeprefix("sync/acc_k")) for k in m if k.startswith("sync/acc_k"))
@@ -229,7 +252,8 @@ def write_report(report: dict, out_dir: str) -> dict[str, str]:
 def main(flags_) -> None:
   if flags_.videos:
     report = evaluate_videos(flags_.workdir, flags_.videos, step=flags_.step,
-                             detector=flags_.detector, margin=flags_.crop_margin)
+                             detector=flags_.detector, margin=flags_.crop_margin,
+                             speaker=active_speaker.options_from_flags(flags_))
     summary = markdown_videos(report)
   else:
     report = evaluate(flags_.workdir, step=flags_.step, eval_pattern=flags_.eval_pattern,
@@ -257,6 +281,7 @@ def run() -> None:
   flags.DEFINE_multi_string("option", [], "A sync evaluator option key=value (evals.sync), e.g. "
                             "num_clips=64 or windows=[1,5,15].")
   prepare.define_video_preparation_flags(flags)  # for --videos
+  active_speaker.define_flags(flags)  # for --videos
   flags.mark_flags_as_required(["workdir"])
   command_line.run(lambda argv: main(flags.FLAGS), __name__)
 
