@@ -131,14 +131,14 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def unisync_config() -> ml_collections.ConfigDict:
-  """UniSync's streams and margin (models/unisync.py, unisync_losses.py; `task="unisync"`)."""
+  """UniSync's streams and margin (models/unisync.py, tasks/unisync/losses.py; `task="unisync"`)."""
   return ml_collections.ConfigDict(dict(
       window=5, channels=(32, 64, 128), audio_width=128, hidden=256, embed_dim=128, margin=0.2))
 
 
 def syncnet_config() -> ml_collections.ConfigDict:
   """The SyncNet we train: its streams and contrastive margin (models/syncnet.py,
-  syncnet_losses.py; `task="syncnet"`)."""
+  tasks/syncnet/losses.py; `task="syncnet"`)."""
   return ml_collections.ConfigDict(dict(
       window=5, channels=(32, 64, 128), audio_channels=(32, 64), hidden=256, embed_dim=128,
       margin=1.0))
