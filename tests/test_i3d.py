@@ -1,9 +1,10 @@
 """The FVD I3D (synclipmae_torch/i3d.py) layer by layer against hand computations on random
 weights (numpy, float64): TensorFlow "SAME" padding, the unit (conv, BatchNorm eps 1e-5, ReLU),
 the zero-padded max pool, the Inception module's four branches, the logits head (2x7x7 mean,
-1x1x1 conv with bias, mean over time) and the input's resize, centre crop and scaling (VideoGPT's); the real architecture's names and
-widths (pytorch_i3d's, of `i3d_pretrained_400.pt`) and the weight file's loading. A narrow
-network (every width / 16) keeps it to CPU seconds."""
+1x1x1 conv with bias, mean over time) and the input's resize, centre crop and scaling
+(VideoGPT's); the real architecture's names and widths (pytorch_i3d's, of
+`i3d_pretrained_400.pt`) and the weight file's loading. A narrow network (every width / 16)
+keeps it to CPU seconds."""
 
 import numpy as np
 import pytest
