@@ -121,15 +121,27 @@ def test_encoders_reach_one_cell_from_the_real_inputs(model):
 
 def test_mel_framing_and_scale():
   """1 + len / 200 steps of 80 bins; silence is the floor -100 dB - 20 dB, i.e. -4 after the
-  scaling (clipped); a 1 kHz tone peaks in the mel bin whose filter weighs 1 kHz most."""
+  scaling (clipped); a 1 kHz tone peaks in the mel bin whose filter weighs 1 kHz most, and a
+  step's 80 values equal the STFT, mel filters, dB and scaling computed by hand."""
   silence = stable_syncnet.mel_spectrogram(np.zeros(16000))
   assert silence.shape == (80, 81)
   np.testing.assert_array_equal(silence, -4.0)
   t = np.arange(16000) / 16000
   tone = stable_syncnet.mel_spectrogram(0.5 * np.sin(2 * np.pi * 1000 * t))
   assert tone.max() <= 4.0
-  expected_bin = int(np.argmax(stable_syncnet.mel_basis()[:, 1000 * 800 // 16000]))
-  assert (tone[:, 5:-5].argmax(axis=0) == expected_bin).all()
+  basis = stable_syncnet.mel_basis()
+  assert (tone[:, 5:-5].argmax(axis=0) == int(np.argmax(basis[:, 50]))).all()
+  # By hand, a step away from the ends: 1 kHz is FFT bin 50 (800 points at 16 kHz); after the
+  # pre-emphasis the tone has amplitude 0.5 |1 - 0.97 e^(-i w)|, and a periodic Hann window puts
+  # a quarter of amplitude x 800 in bin 50 and an eighth in bins 49 and 51, nothing elsewhere.
+  w = 2 * np.pi * 1000 / 16000
+  amplitude = 0.5 * abs(1 - 0.97 * np.exp(-1j * w)) * 800
+  magnitude = np.zeros(401)
+  magnitude[[49, 50, 51]] = amplitude * np.array([1 / 8, 1 / 4, 1 / 8])
+  db = 20 * np.log10(np.maximum(1e-5, basis @ magnitude)) - 20
+  expected = np.clip(8 * (db + 100) / 100 - 4, -4, 4)
+  np.testing.assert_allclose(tone[:, 40], expected, atol=1e-6)
+  assert (expected > -4).sum() >= 2  # the tone reaches more than one mel bin above the floor
 
 
 def test_loading_a_latentsync_checkpoint_and_its_errors(model, tmp_path):
