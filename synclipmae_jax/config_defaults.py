@@ -179,9 +179,9 @@ def probe_eval_config(**overrides) -> ml_collections.ConfigDict:
   """The linear probes (paper 4.2, Table 3) on labelled videos: emotion and facial actions scored
   per video on 16 and 80 frames sampled uniformly over it. pattern: prepared shards with train /
   validation / test records ("" = the labelled synthetic set `synthetic`); frames: the counts;
-  protocol: evaluators/probe.py PROTOCOLS ("frames": per-frame logits averaged, the paper's for
+  protocol: evaluators/probe/ PROTOCOLS ("frames": per-frame logits averaged, the paper's for
   SyncLipMAE; "clips": frames / clip_length clips of clip_length frames, the clip-based
-  baselines'); feature: evaluators/probe.py FEATURES."""
+  baselines'); feature: evaluators/probe/ FEATURES."""
   c = ml_collections.ConfigDict(dict(
       type="probe", every_steps=1000, pattern="",
       synthetic=dict(num_identities=400, clips_per_identity=6, clip_frames=80, seed=0),
@@ -194,7 +194,7 @@ def probe_eval_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def vsr_config() -> ml_collections.ConfigDict:
-  """The lip-reading head (paper 4.3; `task="vsr"`, tasks/vsr.py): a Conformer encoder and a
+  """The lip-reading head (paper 4.3; `task="vsr"`, tasks/vsr/): a Conformer encoder and a
   Transformer decoder over SentencePiece units trained with the hybrid CTC/attention loss on the
   vocal-motion tokens of a frozen pretrained SyncLipMAE (`encoder.workdir`)."""
   c = ml_collections.ConfigDict()
