@@ -36,12 +36,19 @@ own context, `model.audio.input_context_frames` on each side, blurs it further).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import os
+import tempfile
 
+import jax
 import numpy as np
 
 from data_pipelines import schema
-from synclipmae_jax import sync_metrics
+from data_pipelines.prepare import shards
+from synclipmae_jax import checkpointing, sync_metrics, tasks
+from synclipmae_jax.evaluators import sync as sync_evaluator
+from synclipmae_jax.models import audio_encoder as audio_encoder_lib
 
 NOBODY = -1  # a measured frame where no track is the active speaker
 UNMEASURED = -2  # a frame no track measures (no face, or within max_lag of a clip's edge)
@@ -163,8 +170,9 @@ def analyse(tracks: dict, num_frames: int, max_lag: int, options: Options = Opti
     {"speakers": [F] per-frame decision (a row index of `names`, NOBODY, UNMEASURED),
      "names": the track names in row order, "timeline": `timeline`, "tracks": {name: {"frames"
      (measured), "speaking_frames", and its whole curve's "lags", "distance", "estimate",
-     "confidence"}}, "file": the curve of the speaker's frames of pass 2 (`sync_metrics.curve_estimate`
-     fields, "frames": how many), or None when no frame has a speaker}.
+     "confidence"}}, "file": the curve of the speaker's frames (of pass 2 where several faces
+     are measured; `sync_metrics.curve_estimate` fields, "frames": how many), or None when no
+     frame has a speaker}.
   """
   names = list(tracks)
   num_lags = 2 * max_lag + 1
@@ -189,6 +197,95 @@ def analyse(tracks: dict, num_frames: int, max_lag: int, options: Options = Opti
                        **sync_metrics.curve_estimate(d[:, measured].mean(axis=1), max_lag)}
   return {"speakers": speakers, "names": names, "timeline": timeline(speakers, names),
           "tracks": per_track, "file": file_curve}
+
+
+class SpeakerModel:
+  """A trained run (its config, checkpoint, task model and audio front end) loaded once, that
+  gives prepared clips their lag-distance matrices.
+
+  Args:
+    workdir: a training run's workdir (a task with a sync evaluation).
+    step: its checkpoint (default: the latest).
+  """
+
+  def __init__(self, workdir: str, step: int | None = None):
+    self.workdir = os.path.abspath(workdir)
+    self.config = checkpointing.read_config(workdir)
+    self.restored = checkpointing.load(workdir, step)
+    self.model = tasks.get(self.config).build_model(self.config)
+    self.audio_encoder = audio_encoder_lib.build(self.config.model.audio)
+
+  def clip_distances(self, shard_paths: list[str], num_clips: int
+                     ) -> tuple[list[tuple[int, np.ndarray, dict]], int]:
+    """Per clip of `shard_paths` (prepared at the model's image size): (its clip_id, its
+    [2 max_lag + 1, T - 2 max_lag] `sync_metrics.lag_distance_matrix`, whose column 0 is its
+    frame max_lag, and the sync evaluator's whole-clip trial: "estimate", "confidence"), with
+    no shift applied; and max_lag (the run's sync evaluator's)."""
+    entry = sync_evaluator.entry_of(self.config).copy_and_resolve_references()
+    entry.update(max_true_lag=0, trials_per_clip=1, num_clips=num_clips)
+    evaluator = sync_evaluator.evaluator_of_run(self.config, entry, shard_paths, model=self.model,
+                                                audio_encoder=self.audio_encoder)
+    tokens = evaluator.tokens(self.restored.params, self.restored.frozen)
+    _, trials = evaluator.metrics(tokens)
+    return [(int(evaluator.clips[t["clip"]]["clip_id"]),
+             sync_metrics.lag_distance_matrix(audio, vocal, entry.max_lag, evaluator.DISTANCE), t)
+            for t, audio, vocal in zip(trials, tokens["audio"], tokens["video"])], entry.max_lag
+
+
+class ClipFilter:
+  """The preparation's multiple_faces=active_speaker (`process.speaker_filter`): of one file's
+  clips of every face track, keeps those whose face is the active speaker (`analyse`) in at least
+  `min_share` of its measured frames, and says why each other one is not kept.
+
+  Args:
+    workdir: the speaker model's run (`SpeakerModel`).
+    options: the active speaker's decision.
+    min_share: of a clip's measured frames (all but max_lag at each end) its face must speak in.
+  """
+
+  def __init__(self, workdir: str, options: Options = Options(), min_share: float = 0.5):
+    if not 0.0 < min_share <= 1.0:
+      raise ValueError(f"min_share must be in (0, 1], got {min_share}")
+    self.run = SpeakerModel(workdir)
+    self.options, self.min_share = options, min_share
+
+  def __call__(self, clips: list[schema.Clip], entries: list[dict]) -> list[str | None]:
+    size = self.run.config.model.image_size
+    with tempfile.TemporaryDirectory() as folder:
+      path = os.path.join(folder, "clips" + shards.SUFFIX)
+      writer = shards.AtomicShard(path)
+      for clip in clips:
+        if clip.frames.shape[1:3] != (size, size):  # the crops at the model's image size
+          frames = jax.image.resize(clip.frames.astype(np.float32),
+                                    (len(clip.frames), size, size, 3), "linear")
+          clip = dataclasses.replace(clip, frames=np.asarray(
+              np.clip(np.round(frames), 0, 255), np.uint8))
+        writer.write(clip, "png")
+      writer.commit()
+      measured, max_lag = self.run.clip_distances([path], len(clips))
+    by_id = {e["clip_id"]: e for e in entries}
+    pieces = collections.defaultdict(list)
+    for clip_id, dist, _ in measured:
+      entry = by_id[clip_id]
+      pieces[entry["track"]].append((round(entry["start"] * schema.FPS) + max_lag, dist))
+    num_frames = max(round(e["end"] * schema.FPS) for e in entries)
+    analysis = analyse(dict(pieces), num_frames, max_lag, self.options)
+    reasons = []
+    for entry in entries:
+      k = analysis["names"].index(entry["track"])
+      said = analysis["speakers"][round(entry["start"] * schema.FPS) + max_lag:
+                                  round(entry["end"] * schema.FPS) - max_lag]
+      share = float(np.mean(said == k))
+      if share >= self.min_share:
+        reasons.append(None)
+        continue
+      others = collections.Counter(analysis["names"][c] for c in said if c >= 0 and c != k)
+      reasons.append(
+          f"face track {entry['track']} is the active speaker in {share:.0%} of its measured "
+          f"frames (< {self.min_share:.0%}); " + (", ".join(
+              f"track {name} in {n / len(said):.0%}" for name, n in others.most_common())
+              or "no other track") + f" (speaker model {self.run.workdir})")
+    return reasons
 
 
 def define_flags(flags) -> None:

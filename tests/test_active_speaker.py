@@ -9,18 +9,23 @@ known audio shift. A plugged detector (`TileDetector`) gives one box per face ti
 landmarks, crop margin 0: the crops are the tiles). The right face is the active speaker in
 >= 90 % of the measured frames, the file's lag is that face's within +-1 frame, every face is
 reported with its own curve; when the speaker changes half way the time line switches within
-1 s; the fix-sync command corrects a two-face video shifted by +6 frames to 0 +- 1 with its video
-packets identical."""
+1 s (the median of three speaker pairs; every one within the window's and the audio context's
+reach); the fix-sync command corrects a two-face video shifted by +6 frames to 0 +- 1 with its
+video packets identical; `synclipmae-prepare --multiple_faces=active_speaker` keeps the speaking
+face's clip and rejects the listener's."""
 
+import csv
+import glob
 import json
 import os
 import types
 
+import jax
 import numpy as np
 import pytest
 
-from data_pipelines import schema
-from data_pipelines.prepare import encode, face_detector
+from data_pipelines import grain_pipeline, schema
+from data_pipelines.prepare import encode, face_detector, prepare, rejects, report, shards
 from data_pipelines.synthetic import identity as identity_lib
 from data_pipelines.synthetic import talking_face
 from synclipmae_jax import active_speaker, sync_metrics
@@ -251,3 +256,45 @@ def test_fix_sync_corrects_a_two_face_video_on_its_speaker(quick_run, estimator,
   paths = sync_eval.write_report(evaluated, str(tmp_path / "eval"))
   md = open(paths["markdown"]).read()
   assert md.count("| fixed.mp4 | ") == 3 and "who speaks" in md
+
+
+@pytest.mark.slow
+def test_prepare_keeps_the_speaking_face_and_rejects_the_listener(quick_run, clips, tmp_path):
+  """synclipmae-prepare --multiple_faces=active_speaker on two faces side by side, the audio the
+  left one's speech: the left face's clip is kept, cropped on it; the right face's is rejected as
+  not speaking, with the left named as the speaker; the default still rejects both."""
+  source = side_by_side(str(tmp_path / "two.mp4"), clips[:2], clips[0].audio)
+  manifest = tmp_path / "videos.jsonl"
+  manifest.write_text(json.dumps({"path": source, "speaker": "s", "split": "train"}) + "\n")
+
+  def prepare_with(out: str, *flags):
+    summary = prepare.main(["--manifest", str(manifest), "--output", str(tmp_path / out),
+                            "--workers=0", f"--detector={PREPARATION['detector']}", "--margin=0",
+                            "--image_size=48", "--no_progress", *flags])
+    with open(tmp_path / out / report.MANIFEST, encoding="utf-8") as f:
+      kept = [json.loads(line) for line in f if line.strip()]
+    with open(tmp_path / out / report.REJECTS, encoding="utf-8") as f:
+      rejected = list(csv.DictReader(f, delimiter="\t"))
+    return summary, kept, rejected
+
+  summary, kept, rejected = prepare_with("speaker", "--multiple_faces=active_speaker",
+                                         f"--speaker_model={quick_run}")
+  assert [c["face_box"] for c in kept] == [[0.0, 0.0, SIZE, SIZE]]
+  assert [(r["reason"], float(r["start"]), float(r["end"])) for r in rejected] == [
+      (rejects.NOT_SPEAKING, 0.0, FRAMES / schema.FPS)]
+  listener = 1 - kept[0]["track"]
+  assert rejected[0]["detail"].startswith(f"face track {listener} is the active speaker in ")
+  assert f"track {kept[0]['track']} in " in rejected[0]["detail"]
+  # The kept clip is the left tile, resized to 48 px.
+  (clip,) = grain_pipeline.load_eval_clips(
+      glob.glob(str(tmp_path / "speaker" / ("*" + shards.SUFFIX))), max_clips=1)
+  tiles = [np.asarray(jax.image.resize(c.frames.astype(np.float32), (FRAMES, 48, 48, 3), "linear"))
+           for c in clips[:2]]
+  error = [np.abs(clip["frames"].astype(np.float32) - t).mean() for t in tiles]
+  assert error[0] < error[1] / 4, error
+  default = prepare_with("default")
+  assert default[1] == [] and [r["reason"] for r in default[2]] == [rejects.SEVERAL_FACES]
+  with pytest.raises(SystemExit):
+    prepare_with("no_model", "--multiple_faces=active_speaker")
+  with pytest.raises(FileNotFoundError, match="is not a training workdir"):  # before any file
+    prepare_with("bad_model", "--multiple_faces=active_speaker", f"--speaker_model={tmp_path}")

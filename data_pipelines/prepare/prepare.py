@@ -122,6 +122,8 @@ def prepare(rows: list[dict], output: str, options: process.PrepareOptions, *,
   if workers < 0:
     raise ValueError(f"workers must be >= 0, got {workers}")
   detector_kwargs = dict(detector_kwargs or {})
+  if options.segment.multiple_faces == "active_speaker":  # a bad workdir fails here, not per file
+    process.speaker_filter(options.segment.speaker_model)
   output = os.path.abspath(output)
   parameters = {"options": dataclasses.asdict(options), "seed": seed,
                 "validation_fraction": validation_fraction, "test_fraction": test_fraction,
@@ -262,7 +264,12 @@ def main(argv: list[str] | None = None) -> dict | None:
   p.add_argument("--max_seconds", type=float, default=d.max_frames / schema.FPS,
                  help="longer segments are cut")
   p.add_argument("--min_face_size", type=float, default=d.min_face_size, help="pixels of the source")
-  p.add_argument("--multiple_faces", choices=segments.MULTIPLE_FACES, default=d.multiple_faces)
+  p.add_argument("--multiple_faces", choices=segments.MULTIPLE_FACES, default=d.multiple_faces,
+                 help="where several faces are tracked at once: reject those frames, keep the "
+                 "largest face, a clip of each face, or of each face the --speaker_model finds "
+                 "speaking (active_speaker)")
+  p.add_argument("--speaker_model", default=d.speaker_model, metavar="WORKDIR",
+                 help="a SyncLipMAE run deciding who speaks (--multiple_faces=active_speaker)")
   p.add_argument("--second_face_min_frames", type=int, default=d.second_face_min_frames,
                  help="a second face counts when detected in at least this many frames ...")
   p.add_argument("--second_face_size_ratio", type=float, default=d.second_face_size_ratio,
@@ -290,15 +297,20 @@ def main(argv: list[str] | None = None) -> dict | None:
     if not sep:
       p.error(f"--detector_arg {item!r} is not KEY=VALUE")
     kwargs[key] = _value(value)
-  options = process.PrepareOptions(
-      image_size=a.image_size, margin=a.margin, image_format=a.image_format,
-      detect_size=a.detect_size, segment=segments.SegmentOptions(
-          min_frames=round(a.min_seconds * schema.FPS),
-          max_frames=round(a.max_seconds * schema.FPS), min_face_size=a.min_face_size,
-          multiple_faces=a.multiple_faces, silence_db=a.silence_db, min_active=a.min_active,
-          second_face_min_frames=a.second_face_min_frames,
-          second_face_size_ratio=a.second_face_size_ratio,
-          second_face_score_ratio=a.second_face_score_ratio))
+  try:
+    options = process.PrepareOptions(
+        image_size=a.image_size, margin=a.margin, image_format=a.image_format,
+        detect_size=a.detect_size, segment=segments.SegmentOptions(
+            min_frames=round(a.min_seconds * schema.FPS),
+            max_frames=round(a.max_seconds * schema.FPS), min_face_size=a.min_face_size,
+            multiple_faces=a.multiple_faces,
+            speaker_model=os.path.abspath(a.speaker_model) if a.speaker_model else "",
+            silence_db=a.silence_db, min_active=a.min_active,
+            second_face_min_frames=a.second_face_min_frames,
+            second_face_size_ratio=a.second_face_size_ratio,
+            second_face_score_ratio=a.second_face_score_ratio))
+  except ValueError as e:
+    p.error(str(e))
   default = labels_lib.Labels()
   try:
     labels = labels_lib.Labels(labels_lib.parse_names(a.emotions) or default.emotions,

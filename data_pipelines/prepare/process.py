@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import importlib
 import os
 import time
 import traceback
@@ -222,9 +223,50 @@ def _prepare(source: Source, detector: face_detector.FaceDetector, options: Prep
       report.reject(p.start, p.stop, rejects.ERROR,
                     f"more than {MAX_CLIPS_PER_FILE} clips in one file")
     clips = clips[:MAX_CLIPS_PER_FILE]
-  if clips:
+  if clips and seg.multiple_faces == "active_speaker":
+    _write_speakers(source, info, clips, audio, options, write, report,
+                    [numbers[id(c.track)] for c in clips])
+  elif clips:
     _crop_and_write(source, info, clips, audio, options, write, report,
                     [numbers[id(c.track)] for c in clips])
+
+
+# The active-speaker decision of multiple_faces=active_speaker: a callable class of the model
+# side (it needs a trained run), named here rather than imported (data_pipelines imports nothing
+# of synclipmae_jax), loaded once per process and workdir.
+SPEAKER_FILTER = "synclipmae_jax.active_speaker:ClipFilter"
+_speaker_filters: dict[str, Callable] = {}
+
+
+def speaker_filter(workdir: str) -> Callable[[list[schema.Clip], list[dict]], list[str | None]]:
+  """SPEAKER_FILTER of `workdir`: given a file's clips of every face track and their manifest
+  entries ("clip_id", "track", "start", "end"), the reason each is not kept (None: kept)."""
+  if workdir not in _speaker_filters:
+    module, attribute = SPEAKER_FILTER.split(":")
+    _speaker_filters[workdir] = getattr(importlib.import_module(module), attribute)(workdir)
+  return _speaker_filters[workdir]
+
+
+def _write_speakers(source: Source, info: decode.MediaInfo, clips: list[segments.Segment],
+                    audio: np.ndarray, options: PrepareOptions,
+                    write: Callable[[schema.Clip], None], report: FileReport,
+                    track_numbers: list[int]) -> None:
+  """multiple_faces=active_speaker: crops the clips of every face track, keeps (writes) those
+  whose face the speaker model finds speaking and rejects the others as NOT_SPEAKING. The file's
+  crops are held in memory until the decision (cut hours-long multi-person videos first)."""
+  cropped = []
+  first = len(report.kept)
+  _crop_and_write(source, info, clips, audio, options, cropped.append, report, track_numbers)
+  entries = report.kept[first:]
+  decisions = speaker_filter(options.segment.speaker_model)(cropped, entries)
+  del report.kept[first:]
+  for clip, entry, reason in zip(cropped, entries, decisions):
+    if reason is None:
+      write(clip)
+      report.kept.append(entry)
+    else:
+      report.reject(round(entry["start"] * schema.FPS), round(entry["end"] * schema.FPS),
+                    rejects.NOT_SPEAKING, reason)
 
 
 def _crop_and_write(source: Source, info: decode.MediaInfo, clips: list[segments.Segment],

@@ -22,9 +22,10 @@ NO_FACE = "no_face"
 FACE_TOO_SMALL = "face_too_small"
 SEVERAL_FACES = "several_faces"
 SILENCE = "silence"
+NOT_SPEAKING = "not_speaking"  # multiple_faces=active_speaker: the face is not the one speaking
 
 REASONS = (EMPTY_FILE, UNREADABLE, NO_VIDEO, NO_AUDIO, DECODE_ERROR, ERROR, TOO_SHORT, NO_FACE,
-           FACE_TOO_SMALL, SEVERAL_FACES, SILENCE)
+           FACE_TOO_SMALL, SEVERAL_FACES, SILENCE, NOT_SPEAKING)
 
 
 class Rejected(Exception):

@@ -9,10 +9,12 @@ not silent. Every frame range that is not kept is reported with its reason.
 Several faces: "reject" drops the frames where two or more kept-size faces are tracked at
 once (the default: who speaks is unknown), "largest" keeps the largest face there, and
 "each" makes a clip of every face track (SyncNet's choice; an active-speaker filter such
-as a SyncNet confidence threshold should then follow). Two overlapping tracks are two faces only
-when they are comparable (`weaker_face`): both detected in at least `second_face_min_frames`
-frames, confidences within `second_face_score_ratio` and sizes within `second_face_size_ratio` of
-each other; otherwise the weaker is ignored (a detector's hits on posters, patterns or background
+as a SyncNet confidence threshold should then follow: a listener's face is otherwise paired
+with another person's speech). "active_speaker" segments as "each", and the preparation keeps
+only the clips whose face `speaker_model` finds speaking (`process.speaker_filter`). Two
+overlapping tracks are two faces only when they are comparable (`weaker_face`): both detected
+in at least `second_face_min_frames` frames, confidences within `second_face_score_ratio` and
+sizes within `second_face_size_ratio` of each other; otherwise the weaker is ignored (a detector's hits on posters, patterns or background
 objects), as tracks shorter than `min_track_frames` are, and tracks whose landmarks lack a
 face's geometry (`Track.not_face`: clasped hands) are ignored altogether (the preparation
 reports them as not faces).
@@ -29,7 +31,7 @@ from data_pipelines import schema
 from data_pipelines.prepare import rejects
 from data_pipelines.prepare import tracking
 
-MULTIPLE_FACES = ("reject", "largest", "each")
+MULTIPLE_FACES = ("reject", "largest", "each", "active_speaker")
 _NONE, _SEVERAL, _SMALL = -1, -2, -3  # owner codes of frames that have no kept face
 
 
@@ -42,6 +44,7 @@ class SegmentOptions:
   min_face_size: float = 64.0  # pixels of the source frame, smaller side of the face box
   min_track_frames: int = 5  # shorter tracks are detector noise and ignored
   multiple_faces: str = "reject"
+  speaker_model: str = ""  # the run that decides the active speaker (multiple_faces=active_speaker)
   second_face_min_frames: int = 25  # a second face is detected in at least this many frames
   second_face_size_ratio: float = 0.5  # ... is at least this fraction of the largest face's size
   second_face_score_ratio: float = 0.9  # ... and of its median detector confidence
@@ -55,6 +58,10 @@ class SegmentOptions:
     if self.multiple_faces not in MULTIPLE_FACES:
       raise ValueError(f"multiple_faces must be one of {MULTIPLE_FACES}, got "
                        f"{self.multiple_faces!r}")
+    if (self.multiple_faces == "active_speaker") != bool(self.speaker_model):
+      raise ValueError("multiple_faces='active_speaker' needs a speaker_model (a SyncLipMAE run's "
+                       "workdir), and a speaker_model is only used with it; got "
+                       f"{self.multiple_faces!r}, {self.speaker_model!r}")
     if not 0.0 <= self.min_active <= 1.0:
       raise ValueError(f"min_active must be in [0, 1], got {self.min_active}")
     if self.second_face_min_frames < 1:
@@ -141,7 +148,7 @@ def scene_segments(start: int, stop: int, tracks: list[tracking.Track],
     sizes = np.array([t.size for t in big])
     largest = np.argmax(np.where(covered_big, sizes[:, None], -1.0), axis=0)
     codes = np.where(count > 0, largest, codes)
-  elif options.multiple_faces == "each" and big:
+  elif options.multiple_faces in ("each", "active_speaker") and big:
     codes = np.where(count > 0, len(big), codes)  # covered: each track is a segment below
   else:
     codes = np.where(count == 1, np.argmax(covered_big, axis=0) if big else 0, codes)
@@ -158,11 +165,11 @@ def scene_segments(start: int, stop: int, tracks: list[tracking.Track],
       faces = [t for i, t in enumerate(big) if covered_big[i, a:b].any()]
       segments.append(Segment(start + a, start + b, reason=rejects.SEVERAL_FACES,
                               detail=f"{int(count[a:b].max())} faces: {_evidence(faces)}"))
-    elif code == len(big):  # "each"
+    elif code == len(big):  # "each", "active_speaker"
       continue
     else:
       segments.append(Segment(start + a, start + b, track=big[code]))
-  if options.multiple_faces == "each":
+  if options.multiple_faces in ("each", "active_speaker"):
     segments.extend(Segment(t.start, t.stop, track=t) for t in big)
   return sorted(segments, key=lambda s: (s.start, s.stop))
 

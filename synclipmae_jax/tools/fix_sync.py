@@ -40,9 +40,7 @@ import numpy as np
 
 from data_pipelines import schema
 from data_pipelines.prepare import encode, face_detector, prepare, process, report, segments
-from synclipmae_jax import active_speaker, checkpointing, command_line, sync_metrics, tasks
-from synclipmae_jax.evaluators import sync as sync_evaluator
-from synclipmae_jax.models import audio_encoder as audio_encoder_lib
+from synclipmae_jax import active_speaker, checkpointing, command_line
 
 
 class NotEstimated(ValueError):
@@ -73,9 +71,7 @@ class Estimator:
         image_size=self.config.model.image_size,
         segment=segments.SegmentOptions(multiple_faces="each"),  # every face track is measured
         **({} if margin is None else {"margin": margin}))
-    self.restored = checkpointing.load(workdir, step)
-    self.model = tasks.get(self.config).build_model(self.config)
-    self.audio_encoder = audio_encoder_lib.build(self.config.model.audio)
+    self.run = active_speaker.SpeakerModel(workdir, step)
 
   def __call__(self, video: str, folder: str | None = None) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
@@ -85,18 +81,11 @@ class Estimator:
       except prepare.NothingKept as e:
         raise NotEstimated(str(e)) from None
       kept, num_frames = _prepared(folder)
-      entry = sync_evaluator.entry_of(self.config).copy_and_resolve_references()
-      entry.update(max_true_lag=0, trials_per_clip=1, num_clips=num_clips)
-      evaluator = sync_evaluator.evaluator_of_run(self.config, entry, shards, model=self.model,
-                                                  audio_encoder=self.audio_encoder)
-      tokens = evaluator.tokens(self.restored.params, self.restored.frozen)
-      _, trials = evaluator.metrics(tokens)
-      s = entry.max_lag
+      measured, s = self.run.clip_distances(shards, num_clips)
       clips, pieces = [], {}
-      for t, audio, vocal in zip(trials, tokens["audio"], tokens["video"]):
-        clip = kept[int(evaluator.clips[t["clip"]]["clip_id"])]
+      for clip_id, dist, t in measured:
+        clip = kept[clip_id]
         first = round(clip["start"] * schema.FPS)
-        dist = sync_metrics.lag_distance_matrix(audio, vocal, s, evaluator.DISTANCE)
         pieces.setdefault(clip["track"], []).append((first + s, dist))
         clips.append({"frames": clip["num_frames"], "track": clip["track"], "start": clip["start"],
                       "end": clip["end"], "lag_frames": t["estimate"],
@@ -110,7 +99,7 @@ class Estimator:
     video_curve = analysis["file"]
     lag = video_curve["estimate"]
     return {
-        "video": os.path.abspath(video), "workdir": self.workdir, "step": self.restored.step,
+        "video": os.path.abspath(video), "workdir": self.workdir, "step": self.run.restored.step,
         "lag_frames": lag, "lag_ms": lag * 1000.0 / schema.FPS,
         "confidence": video_curve["confidence"], "lags": video_curve["lags"],
         "distance": video_curve["distance"], "num_frames": num_frames,

@@ -105,7 +105,7 @@ def evaluate_videos(workdir: str, spec: str, *, step: int | None = None,
       videos.append(estimator(path))
     except fix_sync.NotEstimated as e:
       failed.append({"video": os.path.abspath(path), "reason": str(e)})
-  return {"workdir": estimator.workdir, "step": estimator.restored.step, "videos": videos,
+  return {"workdir": estimator.workdir, "step": estimator.run.restored.step, "videos": videos,
           "failed": failed, "sign": "lag > 0: the video lags the audio (the sound comes early)"}
 
 
