@@ -25,7 +25,10 @@ the state's shardings); each compiled function's argument, output, aliased (dona
 and code bytes, their total (what the runtime reserves) and XLA's own peak estimate; the
 device's HBM and the headroom; compiled FLOPs next to the analytical count
 (`flops.train_step_flops`); lower and compile times; and, from the chip's peak bf16 FLOP/s,
-the step time that the analytical count implies at 40 % and 60 % MFU.
+the step time that the analytical count implies at 40 % and 60 % MFU; and the contrastive term:
+its negatives (`loss.contrastive.negatives`: the group's or the global batch's), the candidates
+each anchor is scored against and the analytical FLOPs of its logits (forward + backward) and
+positive sets (`flops.contrastive_flops`).
 
 XLA's cost analysis is of the SPMD-partitioned program, so its FLOPs are per device (checked:
 the tiny config compiled for 1 and for 4 v5p chips gives 173 and 46 MFLOP). It counts a while
@@ -54,7 +57,7 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
-from synclipmae_jax import command_line, config_validation, experiment, sharding
+from synclipmae_jax import command_line, config_validation, experiment, flops, objective, sharding
 from synclipmae_jax.chip_peaks import (GIB, HBM_GIB_PER_CHIP, PEAK_BF16_TFLOPS_PER_CHIP,
                                        devices_per_chip)
 from synclipmae_jax.evaluators import sync
@@ -244,6 +247,14 @@ def compile_report(config, devices, *, hbm_bytes: int | None = None, min_headroo
     report["step_seconds_at_mfu"] = {f"{mfu:.2f}": analytical / n / (per_device_peak * mfu)
                                      for mfu in MFU_POINTS}
   fsdp = mesh.shape["fsdp"] > 1
+  logits, positives = flops.contrastive_flops(
+      config, group_size=exp.group_size, audio_features=experiment.audio_feature_shape(
+          exp.audio_encoder, abstract.frozen, t))
+  report["contrastive"] = {
+      "negatives": objective.contrastive_negatives(config.loss.contrastive),
+      "candidates_per_anchor": flops.contrastive_candidates(config, exp.group_size),
+      "logits_flops_per_step": 3 * logits, "positives_flops_per_step": positives,
+      "fraction_of_analytical": (3 * logits + positives) / analytical}
   report["replicated_parameters"] = (  # trainable and frozen
       replicated_leaves(abstract.params, max_replicated_bytes)
       + replicated_leaves({"frozen": abstract.frozen}, max_replicated_bytes) if fsdp else [])
@@ -291,6 +302,13 @@ def format_report(report: dict) -> str:
       f"{fl['analytical_per_device']:.4g} per device; compiled {fl['compiled_per_device']:.4g} "
       f"per device (compiled / analytical = {fl['compiled_over_analytical']:.3f})",
   ]
+  if "contrastive" in report:
+    c = report["contrastive"]
+    lines.append(
+        f"contrastive: {c['negatives']} negatives, {c['candidates_per_anchor']} candidates per "
+        f"anchor; logits {c['logits_flops_per_step']:.4g} FLOPs per step (forward + backward), "
+        f"positive sets {c['positives_flops_per_step']:.4g} "
+        f"({100 * c['fraction_of_analytical']:.2f} % of the analytical count)")
   if report["scan_layers"]:
     lines.append("  (scan_layers: XLA counts each scanned stack's body once; compile with "
                  "--config.model.scan_layers=False to compare FLOPs)")
