@@ -256,6 +256,7 @@ def test_fix_sync_corrects_a_two_face_video_on_its_speaker(quick_run, estimator,
   paths = sync_eval.write_report(evaluated, str(tmp_path / "eval"))
   md = open(paths["markdown"]).read()
   assert md.count("| fixed.mp4 | ") == 3 and "who speaks" in md
+  assert set(paths) >= {sync_eval.CURVES_PNG, sync_eval.SPEAKERS_PNG}
 
 
 @pytest.mark.slow

@@ -15,6 +15,8 @@ WORKDIR/sync_eval/STEP):
   curve with its estimate (frames and ms) and confidence;
 - `sync_eval.md`: the same as markdown tables;
 - `accuracy_vs_k.png` and `curves.png` (distance vs lag per trial, truth and estimate marked);
+  with --videos, `curves.png` (each video's curve, and each face's), and `speakers.png` (who
+  speaks: per video a row per face track, labelled with its box);
 - TensorBoard summaries (scalars and the two plots) at the checkpoint's step.
 
 With --videos (a file, a folder or a manifest of raw videos) each video goes through the training
@@ -50,6 +52,7 @@ from synclipmae_jax.tools import fix_sync
 REPORT_JSON = "sync_eval.json"
 REPORT_MD = "sync_eval.md"
 CURVES_PNG = "curves.png"
+SPEAKERS_PNG = "speakers.png"
 ACCURACY_PNG = "accuracy_vs_k.png"
 MAX_CURVES = 16  # trials drawn in curves.png
 
@@ -174,6 +177,8 @@ def plots(report: dict) -> dict[str, "np.ndarray"]:
       if len(v["tracks"]) > 1:  # each face's own curve beside the speaker's
         curves += [(f"{os.path.basename(v['video'])} track {t['track']}", t["lags"], t["distance"],
                     None, t["lag_frames"]) for t in v["tracks"]]
+    if report["videos"]:
+      images[SPEAKERS_PNG] = _speakers_figure(plt, report["videos"][:MAX_CURVES])
   else:
     m = report["metrics"]
     windows = sorted(int(k.removeprefix("sync/acc_k")) for k in m if k.startswith("sync/acc_k"))
@@ -214,6 +219,29 @@ def _curves_figure(plt, curves) -> "np.ndarray":
   axes.flat[0].legend(fontsize=6)
   fig.supxlabel("lag (frames; > 0: the video lags the audio)", fontsize=8)
   fig.supylabel("mean cosine distance", fontsize=8)
+  return _rgb(fig)
+
+
+def _speakers_figure(plt, videos) -> "np.ndarray":
+  """Who speaks: per video a panel, one row per face track (labelled with its box), a bar where
+  the track is the active speaker, grey where nobody clearly is."""
+  fig, axes = _figure(plt, (8, 0.4 + 0.5 * sum(len(v["tracks"]) + 1 for v in videos)), 80,
+                      len(videos), 1)
+  for ax, v in zip(axes.flat, videos):
+    rows = {t["track"]: i for i, t in enumerate(v["tracks"])}
+    for s in v["speakers"]:
+      span = [(s["start"], s["end"] - s["start"])]
+      if s["track"] is not None:
+        ax.broken_barh(span, (rows[s["track"]] - 0.4, 0.8), color=f"C{rows[s['track']] % 10}")
+      elif s["reason"] == active_speaker.REASONS[active_speaker.NOBODY]:
+        ax.broken_barh(span, (-0.4, len(rows) - 0.2), color="0.85")
+    ax.set_yticks(range(len(rows)), [
+        f"track {t['track']} ({' '.join(f'{x:.0f}' for x in t['face_box'])})" for t in v["tracks"]],
+        fontsize=6)
+    ax.set_xlim(0, v["num_frames"] / schema.FPS)
+    ax.set_title(f"{os.path.basename(v['video'])}: who speaks (grey: no clear speaker)", fontsize=8)
+    ax.tick_params(labelsize=6)
+  axes.flat[-1].set_xlabel("time (s)", fontsize=8)
   return _rgb(fig)
 
 
