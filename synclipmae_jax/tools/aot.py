@@ -308,7 +308,7 @@ def format_report(report: dict) -> str:
         f"contrastive: {c['negatives']} negatives, {c['candidates_per_anchor']} candidates per "
         f"anchor; logits {c['logits_flops_per_step']:.4g} FLOPs per step (forward + backward), "
         f"positive sets {c['positives_flops_per_step']:.4g} "
-        f"({100 * c['fraction_of_analytical']:.2f} % of the analytical count)")
+        f"({100 * c['fraction_of_analytical']:.2g} % of the analytical count)")
   if report["scan_layers"]:
     lines.append("  (scan_layers: XLA counts each scanned stack's body once; compile with "
                  "--config.model.scan_layers=False to compare FLOPs)")
