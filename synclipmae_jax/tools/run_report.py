@@ -4,7 +4,7 @@ of `from_videos.py` wrote into the workdir W.
 Sections: the data (videos kept and rejected and why: the preparation's summary.json and
 rejects.tsv), the training (the config, the loss curves and the sync accuracy the run logged, read
 from its TensorBoard events), the sync evaluation on the held-out speakers (the table with the
-chance row of the same protocol, `sync_metrics.chance`, and the distance-vs-lag curves of a few
+chance row of the same protocol, `sync_table.chance_row`, and the distance-vs-lag curves of a few
 held-out trials), the reconstructions the run drew at its last step, the export's folder, what was
 not run and why, and the stages with their times.
 """
@@ -20,7 +20,6 @@ from tensorboard.util import tensor_util
 
 from data_pipelines.prepare import report as prepare_report
 from data_pipelines.prepare import shards
-from synclipmae_jax import sync_metrics
 from synclipmae_jax.tools import sync_eval, sync_table
 
 FIGURES = "figures"
@@ -50,12 +49,7 @@ def read_events(folder: str) -> tuple[dict[str, list[tuple[int, float]]], dict[s
 def sync_table_of(report: dict) -> dict:
   """`sync_table.markdown`'s table for one sync-eval report: its row and the protocol's chance."""
   protocol = {name: report["options"][name] for name in sync_table.PROTOCOL}
-  guess = sync_metrics.chance(max_lag=protocol["max_lag"], max_true_lag=protocol["max_true_lag"],
-                              tolerance=protocol["tolerance"], pool_size=protocol["pool_size"],
-                              ks=protocol["ks"])
-  chance = {f"sync/acc_k{k}": 100 * guess["acc"] for k in protocol["windows"]}
-  chance.update({f"sync/offset_k{k}": guess["offset"] for k in protocol["windows"]})
-  chance.update({f"sync/rprec@{k}": 100 * guess[f"rprec@{k}"] for k in protocol["ks"]})
+  chance = sync_table.chance_row(protocol)
   row = {"name": "this run (held-out speakers)", "step": report["step"],
          "metrics": report["metrics"]}
   return {"protocol": protocol, "rows": [row], "chance": chance,

@@ -46,13 +46,20 @@ def build(workdirs: list[str], *, eval_pattern: str = "") -> dict:
     rows.append({"name": f"{os.path.basename(os.path.normpath(workdir))} ({report['task']})",
                  "workdir": report["workdir"], "step": report["step"], "task": report["task"],
                  "eval_shards": report["eval_shards"], "metrics": report["metrics"]})
+  return {"protocol": protocol, "rows": rows, "chance": chance_row(protocol),
+          "paper_table_1": PAPER_TABLE_1}
+
+
+def chance_row(protocol: dict) -> dict:
+  """The table's chance row for a protocol (the evals.sync options in PROTOCOL): the metrics a
+  guess scores (`sync_metrics.chance`), in percent where the metrics are."""
   guess = sync_metrics.chance(max_lag=protocol["max_lag"], max_true_lag=protocol["max_true_lag"],
                               tolerance=protocol["tolerance"], pool_size=protocol["pool_size"],
                               ks=protocol["ks"])
   chance = {f"sync/acc_k{k}": 100 * guess["acc"] for k in protocol["windows"]}
   chance.update({f"sync/offset_k{k}": guess["offset"] for k in protocol["windows"]})
   chance.update({f"sync/rprec@{k}": 100 * guess[f"rprec@{k}"] for k in protocol["ks"]})
-  return {"protocol": protocol, "rows": rows, "chance": chance, "paper_table_1": PAPER_TABLE_1}
+  return chance
 
 
 def markdown(table: dict) -> str:
