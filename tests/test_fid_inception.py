@@ -7,8 +7,6 @@ A narrow network (every width / 16) keeps it to CPU seconds."""
 
 import argparse
 import ast
-import importlib.util
-import os
 
 import numpy as np
 import pytest
@@ -17,32 +15,26 @@ torch = pytest.importorskip("torch")
 from torch import nn  # pylint: disable=wrong-import-position
 from torch.nn import functional as F  # pylint: disable=wrong-import-position
 
+import pytorch_fid_source  # pylint: disable=wrong-import-position
 from random_weights import randomize  # pylint: disable=wrong-import-position
 from synclipmae_torch import fid_inception  # pylint: disable=wrong-import-position
 
 NARROW = lambda name, width: max(2, width // 16)
 
 
+def _class_forward(node):
+  """(class name, its forward) of a top-level class that has one."""
+  if isinstance(node, ast.ClassDef):
+    for n in node.body:
+      if isinstance(n, ast.FunctionDef) and n.name == "forward":
+        return node.name, n
+  return None, None
+
+
 @pytest.fixture(scope="module")
 def peer():
   """pytorch-fid's forward methods: {"FIDInceptionA": forward, ..., "InceptionV3": forward}."""
-  spec = importlib.util.find_spec("pytorch_fid")
-  if spec is None:
-    pytest.skip("pytorch-fid is not installed (requirements-bridge-nodeps.txt)")
-  path = os.path.join(spec.submodule_search_locations[0], "inception.py")
-  with open(path) as f:
-    tree = ast.parse(f.read())
-  out = {}
-  for node in tree.body:
-    if isinstance(node, ast.ClassDef):
-      forward = next((n for n in node.body
-                      if isinstance(n, ast.FunctionDef) and n.name == "forward"), None)
-      if forward is not None:
-        namespace = {"torch": torch, "F": F}
-        # pylint: disable-next=exec-used
-        exec(compile(ast.Module([forward], []), path, "exec"), namespace)
-        out[node.name] = namespace["forward"]
-  return out
+  return pytorch_fid_source.functions("inception.py", _class_forward, {"torch": torch, "F": F})
 
 
 @pytest.fixture(scope="module")

@@ -6,30 +6,21 @@ is its function's own source, taken from the installed `pytorch_fid/fid_score.py
 numpy and scipy, the only names it uses."""
 
 import ast
-import importlib.util
-import os
 import warnings
 
 import numpy as np
 import pytest
 from scipy import linalg
 
+import pytorch_fid_source
 from synclipmae_torch import frechet
 
 
 @pytest.fixture(scope="module")
 def peer():
-  spec = importlib.util.find_spec("pytorch_fid")
-  if spec is None:
-    pytest.skip("pytorch-fid is not installed (requirements-bridge-nodeps.txt)")
-  path = os.path.join(spec.submodule_search_locations[0], "fid_score.py")
-  with open(path) as f:
-    tree = ast.parse(f.read())
-  func = next(n for n in tree.body
-              if isinstance(n, ast.FunctionDef) and n.name == "calculate_frechet_distance")
-  namespace = {"np": np, "linalg": linalg}
-  exec(compile(ast.Module([func], []), path, "exec"), namespace)  # pylint: disable=exec-used
-  return namespace["calculate_frechet_distance"]
+  wanted = lambda n: (("fid", n) if isinstance(n, ast.FunctionDef)
+                      and n.name == "calculate_frechet_distance" else (None, None))
+  return pytorch_fid_source.functions("fid_score.py", wanted, {"np": np, "linalg": linalg})["fid"]
 
 
 def _sets(n: int, m: int, d: int, seed: int):

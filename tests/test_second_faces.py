@@ -100,9 +100,9 @@ def test_weaker_face_by_frames_then_confidence_then_size():
     segments.SegmentOptions(second_face_size_ratio=1.5)
 
 
-class SpuriousBoxDetector:
-  """MTCNN, plus a 32 px box on the background (top-left corner, confidence 0.8) in frames
-  60-109: what a detector finds on a poster or a pattern."""
+class PluggedDetector:
+  """MTCNN, plus the boxes `extra(frame, faces)` adds to a frame's faces (frames counted over the
+  calls to detect)."""
 
   def __init__(self):
     self.mtcnn = face_detector.load_detector("mtcnn")
@@ -111,30 +111,33 @@ class SpuriousBoxDetector:
   def detect(self, images):
     found = self.mtcnn.detect(images)
     for i, faces in enumerate(found):
-      if self.seen + i in SPURIOUS_FRAMES:
-        faces.append(face_detector.Face(np.array([4, 4, 36, 36], np.float32), 0.8))
+      faces.extend(self.extra(self.seen + i, faces))
     self.seen += len(images)
     return found
 
 
-class HandsDetector:
-  """MTCNN, plus for frames 60-99 a box below the face, of its size and confidence, whose
-  landmarks are a pair of hands' (HANDS_MARKS): what MTCNN finds on clasped hands."""
+class SpuriousBoxDetector(PluggedDetector):
+  """A 32 px box on the background (top-left corner, confidence 0.8) in frames 60-109: what a
+  detector finds on a poster or a pattern."""
 
-  def __init__(self):
-    self.mtcnn = face_detector.load_detector("mtcnn")
-    self.seen = 0
+  def extra(self, frame, faces):
+    del faces
+    if frame in SPURIOUS_FRAMES:
+      return [face_detector.Face(np.array([4, 4, 36, 36], np.float32), 0.8)]
+    return []
 
-  def detect(self, images):
-    found = self.mtcnn.detect(images)
-    for i, faces in enumerate(found):
-      if self.seen + i in HANDS_FRAMES and faces:
-        x0, y0, x1, y1 = faces[0].box
-        box = np.array([x0, y1 + 0.1 * (y1 - y0), x1, y1 + 1.1 * (y1 - y0)], np.float32)
-        scale = (box[2:] - box[:2]) / 100
-        faces.append(face_detector.Face(box, faces[0].score, HANDS_MARKS * scale + box[:2]))
-    self.seen += len(images)
-    return found
+
+class HandsDetector(PluggedDetector):
+  """For frames 60-99 a box below the face, of its size and confidence, whose landmarks are a
+  pair of hands' (HANDS_MARKS): what MTCNN finds on clasped hands."""
+
+  def extra(self, frame, faces):
+    if frame not in HANDS_FRAMES or not faces:
+      return []
+    x0, y0, x1, y1 = faces[0].box
+    box = np.array([x0, y1 + 0.1 * (y1 - y0), x1, y1 + 1.1 * (y1 - y0)], np.float32)
+    scale = (box[2:] - box[:2]) / 100
+    return [face_detector.Face(box, faces[0].score, HANDS_MARKS * scale + box[:2])]
 
 
 def run(path: str, out, detector: str, **segment_options) -> tuple[dict, list[dict]]:
